@@ -1,0 +1,23 @@
+"""crossbar: a tile-level simulator of analog compute-in-memory accelerators.
+
+chip = crossbar.ChipConfig.preset("default")
+analog = crossbar.compile(model, chip, seed=0)
+print(crossbar.report(analog))
+"""
+
+from crossbar.compiler import calibrate, compile
+from crossbar.config import ChipConfig, ConfigError
+from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.report import MappingReport, report
+
+__all__ = [
+    "ChipConfig",
+    "ConfigError",
+    "MappingReport",
+    "TiledConv1d",
+    "TiledLinear",
+    "calibrate",
+    "compile",
+    "report",
+]
+__version__ = "0.1.0"

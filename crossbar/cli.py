@@ -1,0 +1,75 @@
+"""The ``crossbar`` command line: ``crossbar demo`` and ``crossbar map MODEL.pt``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import crossbar
+from crossbar import demo
+from crossbar.config import ChipConfig, ConfigError
+
+
+def _load_module(path: str) -> nn.Module:
+    """A whole torch module saved with ``torch.save(model, path)`` (trusted file: it is unpickled)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file for the user)
+        raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, nn.Module):
+        raise ConfigError(
+            f"{path}: holds a {type(obj).__name__}, not a torch module; save the whole model with "
+            "torch.save(model, path) (a state_dict alone has no architecture)"
+        )
+    return obj
+
+
+def cmd_map(args: argparse.Namespace) -> None:
+    model = _load_module(args.model)
+    mapping = crossbar.report(crossbar.compile(model, ChipConfig.load(args.chip), seed=args.seed))
+    print(json.dumps(mapping.to_dict(), indent=2) if args.json else mapping)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    chip = ChipConfig.load(args.chip)
+    result, mapping = demo.run(chip, instances=args.instances)
+    print(mapping)
+    print()
+    print(demo.format_result(result, chip.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossbar", description="Analog compute-in-memory simulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    map_cmd = commands.add_parser("map", help="mapping report of a saved torch module")
+    map_cmd.add_argument("model", help="a file written by torch.save(model, path)")
+    map_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
+    map_cmd.add_argument("--seed", type=int, default=0, help="chip instance seed")
+    map_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    map_cmd.set_defaults(run=cmd_map)
+    demo_cmd = commands.add_parser("demo", help="the built-in digits MLP, float vs on the chip")
+    demo_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
+    demo_cmd.add_argument("--instances", type=int, default=5, help="chip instances to average over")
+    demo_cmd.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, ValueError, TypeError) as exc:
+        print(f"crossbar {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

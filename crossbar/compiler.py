@@ -1,0 +1,127 @@
+"""``crossbar.compile``: a copy of a torch model with every linear layer on simulated tiles."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossbar.config import ChipConfig, ConfigError
+from crossbar.layers import TiledConv1d, TiledLinear
+
+DigitalPlacement = Iterable[str] | Mapping[str, Mapping[str, int | None]]
+
+
+def layer_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th mapped layer of a chip instance ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why a Conv1d cannot go on tiles (None when it can)."""
+    if module.kernel_size != (1,):
+        return f"kernel size {module.kernel_size[0]} (only 1x1 convolutions are matrix products)"
+    if module.groups != 1:
+        return f"groups={module.groups}"
+    if module.stride != (1,) or module.padding not in ((0,), "valid"):
+        return "stride or padding other than 1 / 0"
+    return None
+
+
+def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
+    placement = "digital" if digital is not None else "analog"
+    bits = dict(digital or {})
+    unknown = set(bits) - {"weight_bits", "input_bits"}
+    if unknown:
+        raise ConfigError(f"digital placement: unknown option {sorted(unknown)[0]!r} (weight_bits, input_bits)")
+    weight_bits, input_bits = bits.get("weight_bits"), bits.get("input_bits")
+    if isinstance(module, nn.Conv1d):
+        return TiledConv1d(module.weight[:, :, 0], module.bias, chip, seed, placement, weight_bits, input_bits)
+    return TiledLinear(module.weight, module.bias, chip, seed, placement, weight_bits, input_bits)
+
+
+def _resolve_chip(chip: ChipConfig | str | os.PathLike) -> ChipConfig:
+    return chip if isinstance(chip, ChipConfig) else ChipConfig.load(chip)
+
+
+def compile(  # noqa: A001 (the name users expect: crossbar.compile)
+    model: nn.Module,
+    chip: ChipConfig | str | os.PathLike = "default",
+    seed: int = 0,
+    digital: DigitalPlacement | None = None,
+    calibration_inputs: torch.Tensor | tuple | None = None,
+) -> nn.Module:
+    """A new module in which every nn.Linear and 1x1 nn.Conv1d of ``model`` computes on tiles.
+
+    ``chip``: a ChipConfig, a preset name or a JSON path. ``seed``: the chip instance (programming error,
+    drift and per-forward noise all derive from it). ``digital``: names of layers (as in
+    ``model.named_modules()``) to place on exact digital tiles instead, or a mapping name ->
+    ``{"weight_bits": int, "input_bits": int}`` for integer digital tiles. ``calibration_inputs``: sample
+    model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges.
+    The original model is not modified. Every other module stays as it is (digital).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"crossbar.compile needs a torch.nn.Module, got {type(model).__name__}")
+    chip = _resolve_chip(chip)
+    digital_map: dict[str, Mapping[str, int | None]] = (
+        {name: dict(opts) for name, opts in digital.items()}
+        if isinstance(digital, Mapping)
+        else {name: {} for name in (digital or [])}
+    )
+    compiled = copy.deepcopy(model)
+    names = dict(compiled.named_modules())
+    missing = sorted(set(digital_map) - set(names))
+    if missing:
+        raise ConfigError(f"digital placement: no module named {missing[0]!r} in the model")
+
+    index = 0
+    for name, module in list(compiled.named_modules()):
+        if isinstance(module, nn.Conv1d):
+            reason = unsupported_reason(module)
+            if reason is not None:
+                warnings.warn(f"crossbar.compile: {name} (Conv1d) stays digital: {reason}", stacklevel=2)
+                continue
+        elif not isinstance(module, nn.Linear):
+            continue
+        tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
+        index += 1
+        _set_submodule(compiled, name, tiled)
+    if index == 0:
+        raise ValueError("crossbar.compile: the model has no nn.Linear or 1x1 nn.Conv1d layer to map onto tiles")
+    needs_calibration = "calibrated" in (chip.adc.mode, chip.dac.mode)
+    if needs_calibration and calibration_inputs is None:
+        raise ConfigError(
+            "adc.mode / dac.mode is 'calibrated': pass sample inputs, "
+            "crossbar.compile(model, chip, calibration_inputs=x)"
+        )
+    if needs_calibration:
+        calibrate(compiled, calibration_inputs)
+    return compiled
+
+
+def calibrate(compiled: nn.Module, inputs: torch.Tensor | tuple) -> None:
+    """Set calibrated DAC/ADC ranges of every tiled layer from one forward pass over sample ``inputs``.
+
+    Each layer calibrates on the inputs it receives from the layers before it, as they run on the chip.
+    """
+    layers = [m for m in compiled.modules() if isinstance(m, TiledLinear)]
+    hooks = [layer.register_forward_pre_hook(lambda mod, args: mod.calibrate(args[0])) for layer in layers]
+    try:
+        with torch.no_grad():
+            compiled(*inputs) if isinstance(inputs, tuple) else compiled(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    if name == "":
+        raise ValueError("crossbar.compile: the model itself is a single linear layer; wrap it in nn.Sequential")
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)

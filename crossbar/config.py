@@ -1,0 +1,321 @@
+"""Chip configuration: plain dataclasses, validated on construction, with a JSON round trip.
+
+Units are SI: conductances in siemens, voltages in volts, times in seconds. Quantities that are ratios
+(ADC full scale, noise standard deviations) are stated in the normalised units documented on each field:
+inputs are scaled to [-1, 1] by the DAC and weights to [-1, 1] by the mapping, so one "cell current" is
+the current of one fully-on differential pair at full input, ``v_read * (g_max - g_min)`` amperes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+MIN_BITS = 2
+MAX_BITS = 24
+DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes")
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value; the message names the field."""
+
+
+def _check(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def _check_bits(bits: int | None, field_name: str) -> None:
+    if bits is None:
+        return
+    _check(
+        isinstance(bits, int) and not isinstance(bits, bool) and MIN_BITS <= bits <= MAX_BITS,
+        field_name,
+        f"must be an integer from {MIN_BITS} to {MAX_BITS} (signed levels), or null for none (got {bits!r})",
+    )
+
+
+def _check_positive(value: float, field_name: str, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    bound = "non-negative" if allow_zero else "positive"
+    _check(ok, field_name, f"must be a finite {bound} number (got {value!r})")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], field_name: str) -> None:
+    _check(value in choices, field_name, f"must be one of {', '.join(choices)} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Size of one crossbar array: ``rows`` inputs (word lines) by ``cols`` outputs (bit lines)."""
+
+    rows: int = 256
+    cols: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"tile.{name}",
+                f"must be a positive integer (got {value!r})",
+            )
+
+
+@dataclass(frozen=True)
+class DACConfig:
+    """Input digital-to-analog conversion.
+
+    ``bits`` signed bits (``None``: no quantization). The input vector x is divided by a scale s and
+    clipped to [-1, 1], then rounded to ``2**(bits-1) - 1`` levels per sign; the line voltage is
+    ``v_read * x / s``. ``mode`` picks s: ``"dynamic"`` is max|x| of each input vector (noise
+    management, as aihwkit's ABS_MAX), ``"fixed"`` is ``input_range``, ``"calibrated"`` is the
+    ``adc.calibration_percentile`` of |x| over sample inputs given to ``crossbar.compile(..., calibration_inputs=...)``.
+    """
+
+    bits: int | None = 8
+    mode: str = "dynamic"
+    input_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits, "dac.bits")
+        _check_choice(self.mode, ("dynamic", "fixed", "calibrated"), "dac.mode")
+        _check_positive(self.input_range, "dac.input_range")
+
+
+@dataclass(frozen=True)
+class ADCConfig:
+    """Output analog-to-digital conversion, one conversion per tile column per input vector.
+
+    ``bits`` signed bits (``None``: no quantization): ``2**(bits-1) - 1`` levels per sign over
+    [-full_scale, full_scale]; values outside are clipped. ``mode`` picks the full scale, in cell
+    currents (see module docstring):
+    ``"fixed"``: ``full_scale`` for every column;
+    ``"weights"``: per tile column, ``weights_fraction * sum_i |w_ij|`` of the programmed normalised
+    weights (1.0 never clips an input in [-1, 1]);
+    ``"calibrated"``: per tile column, ``calibration_margin`` times the ``calibration_percentile`` of
+    |tile output| over sample inputs given to ``crossbar.compile(..., calibration_inputs=...)``.
+    """
+
+    bits: int | None = 8
+    mode: str = "weights"
+    full_scale: float = 12.0
+    weights_fraction: float = 1.0
+    calibration_percentile: float = 99.99
+    calibration_margin: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits, "adc.bits")
+        _check_choice(self.mode, ("fixed", "weights", "calibrated"), "adc.mode")
+        _check_positive(self.full_scale, "adc.full_scale")
+        _check_positive(self.weights_fraction, "adc.weights_fraction")
+        _check(
+            0 < self.calibration_percentile <= 100,
+            "adc.calibration_percentile",
+            f"must be in (0, 100] (got {self.calibration_percentile!r})",
+        )
+        _check_positive(self.calibration_margin, "adc.calibration_margin")
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """Weights to conductances.
+
+    Each tile column is scaled so its largest |weight| maps to ``g_max`` (``weight_scaling="column"``) or
+    the tile's largest |weight| does (``"tile"``). ``differential=True``: a pair per weight,
+    G+ = g_min + max(w, 0) (g_max - g_min), G- likewise for -w, and the column current is I+ - I-.
+    ``differential=False``: one device per weight around a reference conductance (g_min + g_max) / 2,
+    subtracted digitally. ``v_read`` is the read voltage at full input, volts.
+    """
+
+    g_min: float = 0.0
+    g_max: float = 25e-6
+    differential: bool = True
+    weight_scaling: str = "column"
+    v_read: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_positive(self.g_min, "mapping.g_min", allow_zero=True)
+        _check_positive(self.g_max, "mapping.g_max")
+        _check(
+            self.g_min < self.g_max,
+            "mapping.g_min",
+            f"must be below mapping.g_max (got g_min={self.g_min!r}, g_max={self.g_max!r})",
+        )
+        _check(isinstance(self.differential, bool), "mapping.differential", "must be true or false")
+        _check_choice(self.weight_scaling, ("column", "tile"), "mapping.weight_scaling")
+        _check_positive(self.v_read, "mapping.v_read")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Device physics, delegated to an aihwkit inference noise model acting on conductances.
+
+    ``model``: ``"pcm"`` (aihwkit PCMLikeNoiseModel), ``"reram_wan2022"`` (ReRamWan2022NoiseModel),
+    ``"hermes"`` (HermesNoiseModel) or ``"none"`` (conductances exactly on target). The model draws, once
+    per chip instance, the programming error and the drift (with the 1/f read noise aihwkit adds to it) at
+    ``t_inference`` seconds after programming. The ``*_scale`` factors multiply aihwkit's own coefficients.
+    ``drift_compensation``: a global per-tile gain, as aihwkit's GlobalDriftCompensation.
+    """
+
+    model: str = "pcm"
+    t_inference: float = 3600.0
+    drift_compensation: bool = True
+    prog_noise_scale: float = 1.0
+    drift_scale: float = 1.0
+    read_noise_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice(self.model, DEVICE_MODELS, "device.model")
+        _check_positive(self.t_inference, "device.t_inference", allow_zero=True)
+        _check(isinstance(self.drift_compensation, bool), "device.drift_compensation", "must be true or false")
+        for name in ("prog_noise_scale", "drift_scale", "read_noise_scale"):
+            _check_positive(getattr(self, name), f"device.{name}", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class ReadNoiseConfig:
+    """Noise drawn afresh on every forward pass, referred to the layer output (one draw per output).
+
+    ``output_std``: Gaussian noise per tile output in cell currents (aihwkit's ``out_noise``); the tiles of a
+    column add their noise, so the layer output gets std ``output_std * sqrt(sum_r scale_r**2)``.
+    ``cell_std``: exact per-cell read noise, each device's conductance fluctuating with std
+    ``cell_std * G``; its output variance ``sum_i sigma_ij**2 x_i**2`` costs one extra matmul.
+    Both are added after the ADC (referred to the output); 0 disables either.
+    """
+
+    output_std: float = 0.04
+    cell_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self.output_std, "read_noise.output_std", allow_zero=True)
+        _check_positive(self.cell_std, "read_noise.cell_std", allow_zero=True)
+
+
+_SECTIONS = {
+    "tile": TileConfig,
+    "dac": DACConfig,
+    "adc": ADCConfig,
+    "mapping": MappingConfig,
+    "device": DeviceConfig,
+    "read_noise": ReadNoiseConfig,
+}
+
+
+def _section_from_dict(name: str, cls: type, data: Any) -> Any:
+    _check(isinstance(data, dict), name, f"must be an object (got {type(data).__name__})")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    _check(not unknown, f"{name}.{unknown[0]}" if unknown else name, f"unknown field; known: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    """Everything that defines a simulated chip; see each section's docstring for units."""
+
+    name: str = "custom"
+    tile: TileConfig = field(default_factory=TileConfig)
+    dac: DACConfig = field(default_factory=DACConfig)
+    adc: ADCConfig = field(default_factory=ADCConfig)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    read_noise: ReadNoiseConfig = field(default_factory=ReadNoiseConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in _SECTIONS.items():
+            _check(isinstance(getattr(self, name), cls), name, f"must be a {cls.__name__}")
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when the chip computes the exact float result (no quantization, no noise)."""
+        return (
+            self.dac.bits is None
+            and self.adc.bits is None
+            and self.device.model == "none"
+            and self.read_noise.output_std == 0
+            and self.read_noise.cell_std == 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChipConfig:
+        _check(isinstance(data, dict), "chip", "must be a JSON object")
+        unknown = sorted(set(data) - set(_SECTIONS) - {"name"})
+        _check(not unknown, unknown[0] if unknown else "chip", f"unknown field; known: name, {', '.join(_SECTIONS)}")
+        sections = {k: _section_from_dict(k, c, data[k]) for k, c in _SECTIONS.items() if k in data}
+        return cls(name=str(data.get("name", "custom")), **sections)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the config as readable JSON, atomically (a temp file renamed into place)."""
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ChipConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str) -> ChipConfig:
+        """A named chip shipped with crossbar (see ``ChipConfig.presets()``)."""
+        names = cls.presets()
+        _check(name in names, "preset", f"unknown preset {name!r}; available: {', '.join(names)}")
+        text = resources.files("crossbar.presets").joinpath(f"{name}.json").read_text()
+        return cls.from_dict(json.loads(text))
+
+    @staticmethod
+    def presets() -> list[str]:
+        files = resources.files("crossbar.presets").iterdir()
+        return sorted(p.name[: -len(".json")] for p in files if p.name.endswith(".json"))
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike) -> ChipConfig:
+        """A preset name or the path of a JSON file."""
+        if str(name_or_path).endswith(".json") or Path(name_or_path).is_file():
+            return cls.from_json(name_or_path)
+        return cls.preset(str(name_or_path))
+
+    def replace(self, **sections: dict[str, Any]) -> ChipConfig:
+        """A copy with some fields of some sections changed, e.g. ``chip.replace(adc={"bits": 6})``."""
+        data = self.to_dict()
+        for section, changes in sections.items():
+            _check(section in _SECTIONS or section == "name", section, "unknown section")
+            if section == "name":
+                data["name"] = changes
+            else:
+                data[section].update(changes)
+        return ChipConfig.from_dict(data)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode())

@@ -1,0 +1,117 @@
+"""The built-in demo: an MLP classifier of scikit-learn's handwritten digits, float vs on the chip.
+
+The checkpoint ``crossbar/data/demo_mlp.pt`` (about 200 KB) is trained by ``python -m crossbar.demo --train``
+(seeded, a few seconds); ``crossbar demo`` only evaluates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+import crossbar
+from crossbar.config import ChipConfig, write_bytes_atomic
+
+CHECKPOINT = "demo_mlp.pt"
+HIDDEN = (300, 100)
+
+
+def demo_model() -> nn.Sequential:
+    """64 pixels -> 300 -> 100 -> 10 classes (layer 2 spans two 256-row tiles)."""
+    return nn.Sequential(
+        nn.Linear(64, HIDDEN[0]), nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU(), nn.Linear(HIDDEN[1], 10)
+    )
+
+
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 8x8 digits (bundled, no download), pixels scaled to [0, 1]; 70/30 split, seed 0."""
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.3, random_state=0)
+    return (torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(x_test), torch.from_numpy(y_test))
+
+
+def train(epochs: int = 60, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    x_train, y_train, _, _ = digits_split()
+    model = demo_model()
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x_train), generator=generator).split(64):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+            optimiser.step()
+    return model
+
+
+def load_model() -> nn.Sequential:
+    model = demo_model()
+    data = resources.files("crossbar.data").joinpath(CHECKPOINT).read_bytes()
+    model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).float().mean())
+
+
+@dataclass
+class DemoResult:
+    float_accuracy: float
+    ideal_accuracy: float
+    chip_accuracies: list[float]
+    seconds: float
+
+
+def run(chip: ChipConfig | None = None, instances: int = 5) -> tuple[DemoResult, crossbar.MappingReport]:
+    """Float vs ideal tiles vs ``chip`` (default preset) accuracy on the held-out digits."""
+    start = time.perf_counter()
+    chip = chip or ChipConfig.preset("default")
+    model = load_model()
+    _, _, x_test, y_test = digits_split()
+    ideal = accuracy(crossbar.compile(model, "ideal"), x_test, y_test)
+    chip_acc = [accuracy(crossbar.compile(model, chip, seed=s), x_test, y_test) for s in range(instances)]
+    mapping = crossbar.report(crossbar.compile(model, chip))
+    result = DemoResult(accuracy(model, x_test, y_test), ideal, chip_acc, time.perf_counter() - start)
+    return result, mapping
+
+
+def format_result(result: DemoResult, chip_name: str) -> str:
+    acc = np.array(result.chip_accuracies)
+    return (
+        f"held-out digits accuracy ({len(acc)} chip instances):\n"
+        f"  float            {result.float_accuracy:.2%}\n"
+        f"  ideal tiles      {result.ideal_accuracy:.2%}\n"
+        f"  chip {chip_name:<11} {acc.mean():.2%} +- {acc.std():.2%} (min {acc.min():.2%}, max {acc.max():.2%})\n"
+        f"  ({result.seconds:.1f} s)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train", action="store_true", help="train and write the shipped checkpoint")
+    args = parser.parse_args()
+    if args.train:
+        model = train()
+        _, _, x_test, y_test = digits_split()
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        path = Path(__file__).parent / "data" / CHECKPOINT
+        write_bytes_atomic(path, buffer.getvalue())
+        print(f"wrote {path}: held-out accuracy {accuracy(model, x_test, y_test):.2%}")
+
+
+if __name__ == "__main__":
+    main()

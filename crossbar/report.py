@@ -1,0 +1,85 @@
+"""The mapping report: where every layer of a compiled model went, and how full its tiles are."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.tiles import AnalogTiles
+
+
+@dataclass
+class LayerRow:
+    """One module of the model: a tiled layer (with its grid) or a module left digital."""
+
+    name: str
+    kind: str
+    placement: str
+    shape: tuple[int, int] | None = None
+    tile_grid: tuple[int, int] | None = None
+    tiles: int = 0
+    utilisation: float | None = None
+    parameters: int = 0
+
+
+@dataclass
+class MappingReport:
+    """Per-layer placement of a compiled model; ``str()`` is a table, ``to_dict()`` is JSON-ready."""
+
+    chip: str
+    tile: tuple[int, int]
+    layers: list[LayerRow] = field(default_factory=list)
+
+    @property
+    def analog_tiles(self) -> int:
+        return sum(row.tiles for row in self.layers if row.placement == "analog")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chip": self.chip,
+            "tile": list(self.tile),
+            "analog_tiles": self.analog_tiles,
+            "layers": [asdict(row) for row in self.layers],
+        }
+
+    def __str__(self) -> str:
+        header = f"chip {self.chip}, tiles {self.tile[0]}x{self.tile[1]}, {self.analog_tiles} analog tiles used"
+        columns = (
+            f"{'layer':<28} {'type':<12} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
+        )
+        lines = [header, columns, "-" * len(columns)]
+        for row in self.layers:
+            shape = f"{row.shape[0]}x{row.shape[1]}" if row.shape else "-"
+            grid = f"{row.tile_grid[0]}x{row.tile_grid[1]}" if row.tile_grid else "-"
+            util = f"{row.utilisation:.1%}" if row.utilisation is not None else "-"
+            lines.append(
+                f"{row.name:<28} {row.kind:<12} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} {util:>6}"
+            )
+        return "\n".join(lines)
+
+
+def report(compiled: nn.Module) -> MappingReport:
+    """The mapping report of a model returned by ``crossbar.compile``."""
+    tiled = [(n, m) for n, m in compiled.named_modules() if isinstance(m, TiledLinear)]
+    if not tiled:
+        raise ValueError("crossbar.report: the model was not compiled (no tiled layer); use crossbar.compile first")
+    chip = tiled[0][1].chip
+    result = MappingReport(chip=chip.name, tile=(chip.tile.rows, chip.tile.cols))
+    tiled_names = {n for n, _ in tiled}
+    for name, module in compiled.named_modules():
+        if isinstance(module, TiledLinear):
+            kind = "Conv1d(1x1)" if isinstance(module, TiledConv1d) else "Linear"
+            row = LayerRow(name, kind, module.placement, shape=(module.out_features, module.in_features))
+            if isinstance(module.tile, AnalogTiles):
+                grid = module.tile.grid
+                row.tile_grid = (grid.row_blocks, grid.col_blocks)
+                row.tiles, row.utilisation = grid.tiles, grid.utilisation
+            row.parameters = sum(p.numel() for p in module.parameters())
+            result.layers.append(row)
+        elif not list(module.children()) and not any(name.startswith(t + ".") for t in tiled_names):
+            params = sum(p.numel() for p in module.parameters())
+            result.layers.append(LayerRow(name, type(module).__name__, "digital", parameters=params))
+    return result

@@ -1,0 +1,179 @@
+"""Tiles that compute a layer's matrix product: analog crossbar tiles and an exact or integer digital tile.
+
+Both take a float weight (out, in) and compute ``x @ W.T + b`` for x (B, in) float32 torch tensors, the
+analog one through the simulated hardware. Gradients are not handled here (see ``crossbar.layers``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossbar import device
+from crossbar.config import ChipConfig, ConfigError
+from crossbar.mapping import (
+    TileGrid,
+    conductance_targets,
+    conductance_variance_units,
+    effective_weights,
+    weight_scales,
+)
+from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels
+
+_EMPTY1 = np.zeros(0, dtype=np.float32)
+_EMPTY2 = np.zeros((0, 0), dtype=np.float32)
+
+
+class AnalogTiles:
+    """One layer programmed onto a grid of crossbar tiles: a seeded chip instance.
+
+    Holds, in normalised units (weights in [-1, 1], inputs in [-1, 1], outputs in cell currents):
+    ``weights`` (in, out) float32, the effective weights the programmed conductances realise, row block r
+    occupying rows ``grid.row_slice(r)``; ``digital_scale`` (R, out), turning tile outputs back into weight
+    units (weight scaling times drift compensation); ``full_scale`` (R, out), the ADC range of every tile
+    column; ``cell_variance`` (in, out) or None, per-cell read-noise variance times digital_scale**2.
+    """
+
+    def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
+        weight = np.asarray(weight, dtype=np.float64)
+        self.chip = chip
+        self.seed = seed
+        self.grid = TileGrid.for_shape(weight.shape[1], weight.shape[0], chip.tile)
+        self.dac_range = chip.dac.input_range
+        self.calibrated = chip.adc.mode != "calibrated" and chip.dac.mode != "calibrated"
+        self._program(weight.T)
+        self._generator = torch.Generator().manual_seed(seed + 1)
+        self._buffer = torch.empty(0)
+
+    def _program(self, crossbar_matrix: np.ndarray) -> None:
+        chip, grid = self.chip, self.grid
+        tiled = grid.pad(crossbar_matrix)
+        scales = weight_scales(tiled, chip.mapping)
+        normalised = tiled / scales
+        targets = conductance_targets(normalised, chip.mapping)
+        conductances = device.program(targets, chip.device, chip.mapping, self.seed)
+        # Padding cells are not on the computed path: zero them so no statistic counts them.
+        realised = effective_weights(conductances.at_inference, chip.mapping) * grid.pad(np.ones_like(crossbar_matrix))
+        gain = np.ones_like(scales)
+        if chip.device.drift_compensation and chip.device.model != "none":
+            gain = self._drift_compensation(normalised, realised)
+        digital_scale = scales * gain
+        self.weights = torch.from_numpy(np.ascontiguousarray(grid.unpad(realised), dtype=np.float32))
+        self.digital_scale = np.ascontiguousarray(grid.per_tile_column(digital_scale), dtype=np.float32)
+        if chip.adc.mode == "weights":
+            column_l1 = np.sum(np.abs(realised), axis=1, keepdims=True)
+            full_scale = chip.adc.weights_fraction * column_l1
+        else:
+            full_scale = np.full_like(scales, chip.adc.full_scale)
+        self.full_scale = np.ascontiguousarray(grid.per_tile_column(np.maximum(full_scale, 1e-12)), dtype=np.float32)
+        # Output noise of the R tiles of a column, referred to the layer output: sum_r (d_rj sigma)^2.
+        self.output_variance = np.ascontiguousarray(
+            chip.read_noise.output_std**2 * np.sum(self.digital_scale.astype(np.float64) ** 2, axis=0),
+            dtype=np.float32,
+        )
+        self.cell_variance = None
+        if chip.read_noise.cell_std > 0:
+            per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
+            per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
+            self.cell_variance = torch.from_numpy(np.ascontiguousarray(grid.unpad(per_cell), dtype=np.float32))
+
+    @staticmethod
+    def _drift_compensation(target: np.ndarray, realised: np.ndarray) -> np.ndarray:
+        """Per-tile gain mean|W_target| / mean|W_realised| (aihwkit's GlobalDriftCompensation readout)."""
+        reference = np.mean(np.abs(target), axis=(1, 3), keepdims=True)
+        current = np.maximum(np.mean(np.abs(realised), axis=(1, 3), keepdims=True), 1e-12)
+        return np.where(reference > 0, reference / current, 1.0)
+
+    @property
+    def has_noise(self) -> bool:
+        return self.chip.read_noise.output_std > 0 or self.cell_variance is not None
+
+    def quantize_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """DAC: x (B, in) -> (x / s quantized, s (B,)) with x ~= s * result."""
+        x_np = x.detach().numpy()
+        out = np.empty_like(x_np)
+        scales = np.empty(x_np.shape[0], dtype=np.float32)
+        fixed = -1.0 if self.chip.dac.mode == "dynamic" else self.dac_range
+        dac_kernel(x_np, levels(self.chip.dac.bits), fixed, out, scales)
+        return torch.from_numpy(out), scales
+
+    def tile_outputs(self, x_quantized: torch.Tensor) -> torch.Tensor:
+        """Every tile's output (R, B, out) in cell currents, one matmul per row block into one buffer."""
+        grid = self.grid
+        shape = (grid.row_blocks, x_quantized.shape[0], grid.out_features)
+        if self._buffer.shape != shape:
+            self._buffer = torch.empty(shape, dtype=torch.float32)
+        for r in range(grid.row_blocks):
+            rows = grid.row_slice(r)
+            torch.mm(x_quantized[:, rows], self.weights[rows], out=self._buffer[r])
+        return self._buffer
+
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Set calibrated DAC and ADC ranges from sample inputs x (B, in) float32."""
+        chip = self.chip
+        if chip.dac.mode == "calibrated":
+            magnitudes = np.abs(x.detach().numpy()).ravel()
+            self.dac_range = float(max(np.percentile(magnitudes, chip.adc.calibration_percentile), 1e-12))
+        if chip.adc.mode == "calibrated":
+            x_quantized, _ = self.quantize_inputs(x)
+            outputs = np.abs(self.tile_outputs(x_quantized).numpy())
+            observed = np.percentile(outputs, chip.adc.calibration_percentile, axis=1)
+            self.full_scale = np.ascontiguousarray(
+                np.maximum(observed * chip.adc.calibration_margin, 1e-12), dtype=np.float32
+            )
+        self.calibrated = True
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x (B, in) float32 -> (B, out) float32 through DAC, tiles, ADC and digital combination."""
+        if not self.calibrated:
+            raise ConfigError(
+                "dac.mode / adc.mode: 'calibrated' ranges need sample inputs: "
+                "crossbar.compile(model, chip, calibration_inputs=...)"
+            )
+        x_quantized, scales = self.quantize_inputs(x)
+        tile_out = self.tile_outputs(x_quantized)
+        batch, width = x.shape[0], self.grid.out_features
+        normal, cell_var = _EMPTY2, _EMPTY2
+        if self.has_noise:
+            normal = torch.randn((batch, width), generator=self._generator).numpy()
+            if self.cell_variance is not None:
+                cell_var = torch.mm(x_quantized.square(), self.cell_variance).numpy()
+        out = np.empty((batch, width), dtype=np.float32)
+        bias_np = _EMPTY1 if bias is None else bias.detach().numpy()
+        adc_accumulate_kernel(
+            tile_out.numpy(),
+            self.full_scale,
+            levels(self.chip.adc.bits),
+            self.digital_scale,
+            scales,
+            self.output_variance,
+            cell_var,
+            normal,
+            bias_np,
+            out,
+        )
+        return torch.from_numpy(out)
+
+
+class DigitalTile:
+    """An exact digital tile: float weights, or signed ``weight_bits`` integer weights per output channel
+    with optional ``input_bits`` integer inputs per vector (the documented quantizer of ``periphery``)."""
+
+    def __init__(self, weight: np.ndarray, weight_bits: int | None = None, input_bits: int | None = None) -> None:
+        for name, bits in (("weight_bits", weight_bits), ("input_bits", input_bits)):
+            if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 32):
+                raise ConfigError(f"digital.{name}: must be an integer from 2 to 32, or None (got {bits!r})")
+        self.weight_bits, self.input_bits = weight_bits, input_bits
+        w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        if weight_bits is not None:
+            n = float(levels(weight_bits))
+            scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / n
+            w = torch.clamp(torch.round(w / scale), -n, n) * scale
+        self.weights = w.contiguous()
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.input_bits is not None:
+            n = float(levels(self.input_bits))
+            scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / n
+            x = torch.clamp(torch.round(x / scale), -n, n) * scale
+        return torch.nn.functional.linear(x, self.weights, None if bias is None else bias.detach())
