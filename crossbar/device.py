@@ -7,6 +7,7 @@ it, so a chip instance depends only on its seed and never disturbs the caller's 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,9 @@ def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, s
     model = noise_model(device, mapping)
     if model is None:
         return ProgrammedConductances(targets.copy(), targets.copy())
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # aihwkit 1.1.0's HERMES model indexes with lists, which this torch deprecates (results are right).
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
         torch.manual_seed(seed)
         g_target = torch.from_numpy(np.asarray(targets, dtype=np.float64) * MICRO)
         g_prog = model.apply_programming_noise_to_conductance(g_target)
