@@ -22,8 +22,18 @@ def layer_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+# Modules that hold matrix weights but compute with them directly, not through child nn.Linear modules.
+_DIGITAL_ONLY = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Bilinear, nn.Transformer)
+
+
 def unsupported_reason(module: nn.Module) -> str | None:
-    """Why a Conv1d cannot go on tiles (None when it can)."""
+    """Why a module with matrix weights is not mapped onto tiles (None when it is mapped or has none)."""
+    if isinstance(module, _DIGITAL_ONLY):
+        return "it computes with its weight matrices directly; only nn.Linear and 1x1 nn.Conv1d are mapped"
+    if isinstance(module, nn.Conv2d | nn.Conv3d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+        return "only nn.Linear and 1x1 nn.Conv1d are mapped"
+    if not isinstance(module, nn.Conv1d):
+        return None
     if module.kernel_size != (1,):
         return f"kernel size {module.kernel_size[0]} (only 1x1 convolutions are matrix products)"
     if module.groups != 1:
@@ -31,6 +41,12 @@ def unsupported_reason(module: nn.Module) -> str | None:
     if module.stride != (1,) or module.padding not in ((0,), "valid"):
         return "stride or padding other than 1 / 0"
     return None
+
+
+def _inside_digital_only(name: str, modules: dict[str, nn.Module]) -> bool:
+    """True for a submodule of a module in _DIGITAL_ONLY (e.g. MultiheadAttention.out_proj)."""
+    parts = name.split(".")
+    return any(isinstance(modules[".".join(parts[:i])], _DIGITAL_ONLY) for i in range(1, len(parts)))
 
 
 def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
@@ -81,12 +97,13 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
 
     index = 0
     for name, module in list(compiled.named_modules()):
-        if isinstance(module, nn.Conv1d):
-            reason = unsupported_reason(module)
-            if reason is not None:
-                warnings.warn(f"crossbar.compile: {name} (Conv1d) stays digital: {reason}", stacklevel=2)
-                continue
-        elif not isinstance(module, nn.Linear):
+        if _inside_digital_only(name, names):
+            continue
+        reason = unsupported_reason(module)
+        if reason is not None:
+            warnings.warn(f"crossbar.compile: {name} ({type(module).__name__}) stays digital: {reason}", stacklevel=2)
+            continue
+        if not isinstance(module, nn.Linear | nn.Conv1d):
             continue
         tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
         index += 1

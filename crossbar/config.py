@@ -106,7 +106,7 @@ class ADCConfig:
     """
 
     bits: int | None = 8
-    mode: str = "weights"
+    mode: str = "fixed"
     full_scale: float = 12.0
     weights_fraction: float = 1.0
     calibration_percentile: float = 99.99

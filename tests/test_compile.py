@@ -165,6 +165,32 @@ def test_report_lists_every_layer_with_tiles_and_utilisation():
     assert "Linear" in str(mapping) and "ReLU" in str(mapping)
 
 
+def test_modules_that_use_their_weights_directly_stay_digital_with_a_warning():
+    torch.manual_seed(7)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.rnn = nn.GRU(16, 16, batch_first=True)
+            self.out = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.out(self.rnn(self.attn(x, x, x)[0])[0])
+
+    model = Net()
+    with (
+        pytest.warns(UserWarning, match="rnn \\(GRU\\) stays digital"),
+        pytest.warns(UserWarning, match="attn.*computes with its weight matrices directly"),
+    ):
+        compiled = crossbar.compile(model, "ideal")
+    assert not isinstance(compiled.attn.out_proj, TiledLinear), "MHA reads out_proj.weight itself"
+    assert isinstance(compiled.out, TiledLinear)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert rel_err(compiled(x), model(x)) < 1e-5
+
+
 def test_bad_inputs_are_clear_errors():
     model = nn.Sequential(nn.Linear(8, 4))
     compiled = crossbar.compile(model, "default")

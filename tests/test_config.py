@@ -17,6 +17,10 @@ def test_presets_load_and_round_trip(tmp_path):
         assert json.loads(path.read_text())["name"] == name
 
 
+def test_dataclass_defaults_are_the_default_preset():
+    assert ChipConfig(name="default") == ChipConfig.preset("default")
+
+
 def test_ideal_preset_is_ideal_and_default_is_not():
     assert ChipConfig.preset("ideal").is_ideal
     assert not ChipConfig.preset("default").is_ideal
