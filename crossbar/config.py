@@ -76,9 +76,10 @@ class DACConfig:
 
     ``bits`` signed bits (``None``: no quantization). The input vector x is divided by a scale s and
     clipped to [-1, 1], then rounded to ``2**(bits-1) - 1`` levels per sign; the line voltage is
-    ``v_read * x / s``. ``mode`` picks s: ``"dynamic"`` is max|x| of each input vector (noise
-    management, as aihwkit's ABS_MAX), ``"fixed"`` is ``input_range``, ``"calibrated"`` is the
-    ``adc.calibration_percentile`` of |x| over sample inputs given to ``crossbar.compile(..., calibration_inputs=...)``.
+    ``v_read * x / s``. ``mode`` picks s: ``"dynamic"`` is max|x| of each input vector's slice on each
+    tile row block (noise management per tile, as aihwkit's ABS_MAX); ``"fixed"`` is ``input_range``;
+    ``"calibrated"`` is the ``adc.calibration_percentile`` of |x| over sample inputs given to
+    ``crossbar.compile(..., calibration_inputs=...)``.
     """
 
     bits: int | None = 8
@@ -164,6 +165,9 @@ class DeviceConfig:
     per chip instance, the programming error and the drift (with the 1/f read noise aihwkit adds to it) at
     ``t_inference`` seconds after programming. The ``*_scale`` factors multiply aihwkit's own coefficients.
     ``drift_compensation``: a global per-tile gain, as aihwkit's GlobalDriftCompensation.
+    ``reram_wan2022`` has no drift or read-noise coefficients: aihwkit redraws its conductances around the
+    targets with the fit at ``t_inference`` (1, 86400 or 172800 s), scaled by ``prog_noise_scale``; its
+    ``drift_scale`` and ``read_noise_scale`` are not used.
     """
 
     model: str = "pcm"
@@ -186,7 +190,8 @@ class ReadNoiseConfig:
     """Noise drawn afresh on every forward pass, referred to the layer output (one draw per output).
 
     ``output_std``: Gaussian noise per tile output in cell currents (aihwkit's ``out_noise``); the tiles of a
-    column add their noise, so the layer output gets std ``output_std * sqrt(sum_r scale_r**2)``.
+    column add their noise, so output j of input b gets std ``output_std * sqrt(sum_r (d_rj s_br)**2)`` with
+    d the digital (weight) scale of tile column (r, j) and s the DAC scale of row block r.
     ``cell_std``: exact per-cell read noise, each device's conductance fluctuating with std
     ``cell_std * G``; its output variance ``sum_i sigma_ij**2 x_i**2`` costs one extra matmul.
     Both are added after the ADC (referred to the output); 0 disables either.
@@ -200,6 +205,28 @@ class ReadNoiseConfig:
         _check_positive(self.cell_std, "read_noise.cell_std", allow_zero=True)
 
 
+@dataclass(frozen=True)
+class WireConfig:
+    """Wire resistance of the arrays, ohms per segment (one cell pitch), for the IR-drop model.
+
+    ``r_wl``: word-line segment (also driver to first cell); ``r_bl``: bit-line segment (also last cell to
+    the sense amplifier). 0 for ideal wires. The default 1 ohm is an order-of-magnitude estimate for a copper
+    line 50 nm wide and 100 nm high at a 100 nm cell pitch with size-effect resistivity 4.5e-8 ohm m
+    (R = rho * pitch / (w * h) = 0.9 ohm); see docs/irdrop.md for how the error scales with it.
+    """
+
+    r_wl: float = 1.0
+    r_bl: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self.r_wl, "wires.r_wl", allow_zero=True)
+        _check_positive(self.r_bl, "wires.r_bl", allow_zero=True)
+
+    @property
+    def ideal(self) -> bool:
+        return self.r_wl == 0 and self.r_bl == 0
+
+
 _SECTIONS = {
     "tile": TileConfig,
     "dac": DACConfig,
@@ -207,6 +234,7 @@ _SECTIONS = {
     "mapping": MappingConfig,
     "device": DeviceConfig,
     "read_noise": ReadNoiseConfig,
+    "wires": WireConfig,
 }
 
 
@@ -229,6 +257,7 @@ class ChipConfig:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     read_noise: ReadNoiseConfig = field(default_factory=ReadNoiseConfig)
+    wires: WireConfig = field(default_factory=WireConfig)
 
     def __post_init__(self) -> None:
         for name, cls in _SECTIONS.items():
@@ -243,6 +272,7 @@ class ChipConfig:
             and self.device.model == "none"
             and self.read_noise.output_std == 0
             and self.read_noise.cell_std == 0
+            and self.wires.ideal
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossbar import device
+from crossbar import device, irdrop
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.mapping import (
     TileGrid,
@@ -52,8 +52,11 @@ class AnalogTiles:
         normalised = tiled / scales
         targets = conductance_targets(normalised, chip.mapping)
         conductances = device.program(targets, chip.device, chip.mapping, self.seed)
+        read = conductances.at_inference
+        if not chip.wires.ideal:
+            read = self._with_ir_drop(read)
         # Padding cells are not on the computed path: zero them so no statistic counts them.
-        realised = effective_weights(conductances.at_inference, chip.mapping) * grid.pad(np.ones_like(crossbar_matrix))
+        realised = effective_weights(read, chip.mapping) * grid.pad(np.ones_like(crossbar_matrix))
         gain = np.ones_like(scales)
         if chip.device.drift_compensation and chip.device.model != "none":
             gain = self._drift_compensation(normalised, realised)
@@ -66,16 +69,28 @@ class AnalogTiles:
         else:
             full_scale = np.full_like(scales, chip.adc.full_scale)
         self.full_scale = np.ascontiguousarray(grid.per_tile_column(np.maximum(full_scale, 1e-12)), dtype=np.float32)
-        # Output noise of the R tiles of a column, referred to the layer output: sum_r (d_rj sigma)^2.
-        self.output_variance = np.ascontiguousarray(
-            chip.read_noise.output_std**2 * np.sum(self.digital_scale.astype(np.float64) ** 2, axis=0),
-            dtype=np.float32,
-        )
         self.cell_variance = None
         if chip.read_noise.cell_std > 0:
             per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
             per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
             self.cell_variance = torch.from_numpy(np.ascontiguousarray(grid.unpad(per_cell), dtype=np.float32))
+
+    def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
+        """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
+
+        A partly used tile holds its weights in the rows next to the sense amplifiers and the columns next to
+        the drivers; its unused cells are left unprogrammed (open), so they neither load nor lengthen the
+        wires and each array is solved on its used block alone.
+        """
+        wires, grid = self.chip.wires, self.grid
+        effective = np.zeros_like(conductances)
+        for r, c in np.ndindex(grid.row_blocks, grid.col_blocks):
+            used_rows = grid.row_slice(r).stop - grid.row_slice(r).start
+            used_cols = min(grid.cols, grid.out_features - c * grid.cols)
+            for k in range(conductances.shape[0]):
+                cells = conductances[k, r, :used_rows, c, :used_cols]
+                effective[k, r, :used_rows, c, :used_cols] = irdrop.effective_conductance(cells, wires.r_wl, wires.r_bl)
+        return effective
 
     @staticmethod
     def _drift_compensation(target: np.ndarray, realised: np.ndarray) -> np.ndarray:
@@ -89,12 +104,12 @@ class AnalogTiles:
         return self.chip.read_noise.output_std > 0 or self.cell_variance is not None
 
     def quantize_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """DAC: x (B, in) -> (x / s quantized, s (B,)) with x ~= s * result."""
+        """DAC: x (B, in) -> (x / s quantized, s (B, R)), s the input scale of each row block."""
         x_np = x.detach().numpy()
         out = np.empty_like(x_np)
-        scales = np.empty(x_np.shape[0], dtype=np.float32)
+        scales = np.empty((x_np.shape[0], self.grid.row_blocks), dtype=np.float32)
         fixed = -1.0 if self.chip.dac.mode == "dynamic" else self.dac_range
-        dac_kernel(x_np, levels(self.chip.dac.bits), fixed, out, scales)
+        dac_kernel(x_np, self.grid.rows, levels(self.chip.dac.bits), fixed, out, scales)
         return torch.from_numpy(out), scales
 
     def tile_outputs(self, x_quantized: torch.Tensor) -> torch.Tensor:
@@ -136,8 +151,9 @@ class AnalogTiles:
         normal, cell_var = _EMPTY2, _EMPTY2
         if self.has_noise:
             normal = torch.randn((batch, width), generator=self._generator).numpy()
-            if self.cell_variance is not None:
-                cell_var = torch.mm(x_quantized.square(), self.cell_variance).numpy()
+            if self.cell_variance is not None:  # per-cell variance sum_i sigma_ij^2 (s x_q)_i^2: one matmul
+                row_scale = torch.from_numpy(np.repeat(scales, self.grid.rows, axis=1)[:, : self.grid.in_features])
+                cell_var = torch.mm((x_quantized * row_scale).square(), self.cell_variance).numpy()
         out = np.empty((batch, width), dtype=np.float32)
         bias_np = _EMPTY1 if bias is None else bias.detach().numpy()
         adc_accumulate_kernel(
@@ -146,7 +162,7 @@ class AnalogTiles:
             levels(self.chip.adc.bits),
             self.digital_scale,
             scales,
-            self.output_variance,
+            self.chip.read_noise.output_std**2,
             cell_var,
             normal,
             bias_np,

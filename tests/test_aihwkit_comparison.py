@@ -12,15 +12,18 @@ noise-free DAC/ADC quantization, against ``crossbar.compile`` on the equivalent 
     bound_management NONE, out_noise = inp_noise = 0   read_noise.output_std = 0, device.model = "none"
     drift_compensation = None
 
-Where the two conventions differ (documented in docs/aihwkit_comparison.md) the tests choose shapes and inputs
-on which they coincide, or reproduce aihwkit's convention with crossbar explicitly:
+Where the two conventions differ (documented in docs/aihwkit_comparison.md) the tests choose shapes on which
+they coincide:
 
 * aihwkit splits a dimension evenly (600 -> 200 + 200 + 200), crossbar fills tiles from the start
   (256 + 256 + 88): input sizes here are <= 256 or multiples of 256. Output splits do not matter (scaling
-  and ADC are per column), so an output size of 300 (aihwkit 150 + 150, crossbar 256 + 44) is included.
-* aihwkit's ABS_MAX noise management takes max|x| over each tile's slice of the input, crossbar over the
-  whole input vector: for layers of several row blocks the inputs are built so that every 256-slice has
-  the same max|x|, and a separate test sums one crossbar layer per row block, which is aihwkit's convention.
+  and ADC are per column), so output sizes 300 (aihwkit 150 + 150, crossbar 256 + 44) and 384
+  (192 + 192, 256 + 128) are included.
+* Both tools' dynamic input scale is per tile: aihwkit's ABS_MAX noise management and crossbar's dynamic DAC
+  take max|x| over each input vector's slice on each 256-row block. The inputs are generic: their scales
+  vary between vectors and between the slices of a vector (a factor 10**U(-1, 1) per slice, one slice in
+  every fourth vector 100 times larger again, some slices all zero), so the per-tile convention is
+  exercised, not assumed.
 
 Programming noise: crossbar's ``device.program`` with the PCM model against aihwkit's
 ``PCMLikeNoiseModel(g_max=25)`` drawn with a different seed, and both against the published closed form.
@@ -33,6 +36,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+from aihwkit.nn.conversion import convert_to_analog
+from aihwkit.simulator.configs import TorchInferenceRPUConfig
+from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 from scipy import stats
 from torch import nn
 
@@ -40,19 +47,16 @@ import crossbar
 from crossbar.config import DeviceConfig, MappingConfig
 from crossbar.device import program
 
-aihwkit_conversion = pytest.importorskip("aihwkit.nn.conversion")
-from aihwkit.inference.noise.pcm import PCMLikeNoiseModel  # noqa: E402
-from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: E402
-from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType  # noqa: E402
-
 TILE = 256
 ADC_FULL_SCALE = 12.0
 # (in_features, out_features): every input size splits into the same 256-row blocks in both tools.
-SHAPES = [(256, 256), (200, 100), (512, 1024), (1024, 128), (768, 300)]
+SHAPES = [(256, 256), (200, 100), (512, 384), (1024, 128), (768, 300)]
 BITS = [6, 8, 10]
 BATCH = 256
 # Fraction of outputs that must agree to float32 precision; the rest may differ by one ADC code per tile.
-MIN_IDENTICAL = 0.999
+# Over seeds 0-7 of every shape and bit width here, both DAC modes, the lowest fraction seen was 0.99961
+# (10 bits, 768 x 300, dynamic).
+MIN_IDENTICAL = 0.998
 
 
 def aihwkit_model(model: nn.Module, bits: int, input_range: float | None = None) -> nn.Module:
@@ -76,7 +80,7 @@ def aihwkit_model(model: nn.Module, bits: int, input_range: float | None = None)
         forward.nm_thres = input_range
     forward.bound_management = BoundManagementType.NONE
     config.drift_compensation = None
-    return aihwkit_conversion.convert_to_analog(model, config).eval()
+    return convert_to_analog(model, config).eval()
 
 
 def crossbar_model(model: nn.Module, bits: int, input_range: float | None = None) -> nn.Module:
@@ -93,56 +97,68 @@ def crossbar_model(model: nn.Module, bits: int, input_range: float | None = None
     return crossbar.compile(model, chip, seed=0).eval()
 
 
-def equal_slice_maxima(x: torch.Tensor) -> torch.Tensor:
-    """x with the largest |x_i| of every 256-slice raised to the row's max|x| (sign kept).
-
-    Then aihwkit's per-tile ABS_MAX scale equals crossbar's per-vector scale in every tile.
-    """
-    x = x.clone()
-    rows = torch.arange(x.shape[0])
-    row_max = x.abs().amax(dim=1)
-    for start in range(0, x.shape[1], TILE):
-        index = start + x[:, start : start + TILE].abs().argmax(dim=1)
-        x[rows, index] = torch.sign(x[rows, index]) * row_max
-    return x
-
-
 def random_layer_and_inputs(in_features: int, out_features: int, seed: int) -> tuple[nn.Module, torch.Tensor]:
-    """A seeded nn.Linear (torch's default init, with bias) and inputs whose scale varies per vector."""
+    """A seeded nn.Linear (torch's default init distribution, with bias) and generic inputs.
+
+    The inputs' scales vary between vectors (0.1 to 5.1) and between the 256-slices of one vector (a factor
+    10**U(-1, 1) per slice); in one vector out of four, one random slice is 100 times larger still, and in one
+    out of 32 the last slice is all zeros.
+    """
     generator = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(in_features, out_features))
     with torch.no_grad():
         bound = 1.0 / np.sqrt(in_features)
         model[0].weight.uniform_(-bound, bound, generator=generator)
         model[0].bias.uniform_(-bound, bound, generator=generator)
-    scale = 0.1 + 5.0 * torch.rand(BATCH, 1, generator=generator)
+    n_blocks = -(-in_features // TILE)
+    slice_scale = (0.1 + 5.0 * torch.rand(BATCH, 1, generator=generator)) * 10.0 ** (
+        2.0 * torch.rand(BATCH, n_blocks, generator=generator) - 1.0
+    )
+    boosted = torch.rand(BATCH, generator=generator) < 0.25
+    which = torch.randint(n_blocks, (BATCH,), generator=generator)
+    slice_scale[boosted, which[boosted]] *= 100.0
+    slice_scale[torch.arange(0, BATCH, 32), -1] = 0.0  # an all-zero slice: both tools then take the scale 1
+    scale = slice_scale.repeat_interleave(TILE, dim=1)[:, :in_features]
     x = torch.randn(BATCH, in_features, generator=generator) * scale
     return model, x
+
+
+def slice_maxima(x: torch.Tensor) -> torch.Tensor:
+    """(B, R): max|x| of each input vector's slice on each 256-row block (the dynamic DAC's scales s_br)."""
+    return torch.stack([x[:, start : start + TILE].abs().amax(dim=1) for start in range(0, x.shape[1], TILE)], dim=1)
 
 
 def one_code_per_tile(weight: torch.Tensor, input_scale: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, out) bounds on |y_aihwkit - y_crossbar|: one ADC code in every tile, and in the worst single tile.
 
-    Output j of vector b is ``s_b * sum_r d_rj * q(y_rbj)`` in both tools (s_b: DAC input scale, d_rj: the
-    digital scale max|W_j| over row block r, q: the ADC of step 2 * 12 / (2**b - 2) = 12 / L). The two
-    compute the same float products in different orders (and x / s against x * (1 / s)), so a tile output
-    that lies on a rounding boundary of the DAC or the ADC can round the other way. A DAC code flip moves
-    a tile output by |w_ij| / L <= 1 / L, less than one ADC step 12 / L, and a float rounding difference
-    is far smaller still, so each tile's ADC output differs by at most one code, s_b * d_rj * 12 / L in
-    output units. Summed over the row blocks this is a strict bound; in practice a flip is in one tile.
+    ``input_scale``: (B, R), the DAC scale s_br of vector b on row block r. Output j of vector b is
+    ``sum_r s_br * d_rj * q(y_rbj)`` in both tools (d_rj: the digital scale max|W_j| over row block r, q: the
+    ADC of step 2 * 12 / (2**b - 2) = 12 / L). The two compute the same float products in different orders
+    (and x / s against x * (1 / s)), so a tile output that lies on a rounding boundary of the DAC or the ADC
+    can round the other way. A DAC code flip moves a tile output by |w_ij| / L <= 1 / L, and a float
+    rounding difference by far less; while a tile's slice has fewer than 12 flipped DAC codes (measured:
+    one to three flips per million conversions) the two ADC inputs differ by less than one ADC step 12 / L, so
+    the ADC outputs differ by at most one code, s_br * d_rj * 12 / L in output units. Summed over the row
+    blocks this bounds every output; in practice a flip is in one tile.
     """
     n_levels = 2 ** (bits - 1) - 1
     step = ADC_FULL_SCALE / n_levels
     digital = torch.stack(
         [weight[:, start : start + TILE].abs().amax(dim=1) for start in range(0, weight.shape[1], TILE)]
-    )
-    return input_scale * digital.sum(dim=0) * step, input_scale * digital.amax(dim=0) * step
+    )  # (R, out)
+    per_tile = input_scale[:, :, None] * digital[None] * step  # (B, R, out)
+    return per_tile.sum(dim=1), per_tile.amax(dim=1)
+
+
+def float_tolerance(y: torch.Tensor) -> torch.Tensor:
+    """(B, 1): float32 precision of each output vector, 1e-5 of its largest |y| (the scales vary between vectors)."""
+    return 1e-5 * y.abs().amax(dim=1, keepdim=True)
 
 
 def compare(y_aihwkit: torch.Tensor, y_crossbar: torch.Tensor, bound_all: torch.Tensor) -> dict[str, float]:
-    """Agreement figures; ``identical``: equal to float32 precision (relative 1e-5 of the output scale)."""
+    """Agreement figures; ``identical``: equal to float32 precision (relative 1e-5 of the vector's output scale)."""
     diff = (y_aihwkit - y_crossbar).abs()
-    float_tol = 1e-5 * y_aihwkit.abs().amax()
+    float_tol = float_tolerance(y_aihwkit)
     identical = diff <= float_tol
     return {
         "identical": identical.float().mean().item(),
@@ -155,8 +171,7 @@ def compare(y_aihwkit: torch.Tensor, y_crossbar: torch.Tensor, bound_all: torch.
 
 def assert_agree(y_aihwkit: torch.Tensor, y_crossbar: torch.Tensor, bound_all: torch.Tensor) -> dict[str, float]:
     figures = compare(y_aihwkit, y_crossbar, bound_all)
-    float_tol = 1e-5 * y_aihwkit.abs().amax()
-    excess = (y_aihwkit - y_crossbar).abs() - (bound_all + float_tol)
+    excess = (y_aihwkit - y_crossbar).abs() - (bound_all + float_tolerance(y_aihwkit))
     assert excess.max() <= 0, f"difference beyond one ADC code per tile: {figures}"
     assert figures["identical"] > MIN_IDENTICAL, f"too many outputs differ: {figures}"
     return figures
@@ -164,19 +179,31 @@ def assert_agree(y_aihwkit: torch.Tensor, y_crossbar: torch.Tensor, bound_all: t
 
 def forward_pair(in_features: int, out_features: int, bits: int, input_range: float | None, seed: int = 0):
     model, x = random_layer_and_inputs(in_features, out_features, seed)
-    if input_range is None:
-        x = equal_slice_maxima(x)
     with torch.no_grad():
         y_aihwkit = aihwkit_model(model, bits, input_range)(x)
         y_crossbar = crossbar_model(model, bits, input_range)(x)
-    scale = x.abs().amax(dim=1, keepdim=True) if input_range is None else torch.full((BATCH, 1), input_range)
+    scale = slice_maxima(x)
+    if input_range is not None:
+        scale = torch.full_like(scale, input_range)
     bound_all, bound_one = one_code_per_tile(model[0].weight.detach(), scale, bits)
     return y_aihwkit, y_crossbar, bound_all, bound_one, model(x).detach()
+
+
+def test_inputs_scales_vary_between_row_block_slices():
+    """Guard for the test below: a per-vector DAC scale would differ from the per-tile one on these inputs."""
+    _, x = random_layer_and_inputs(1024, 128, seed=0)
+    maxima = slice_maxima(x)
+    nonzero = (maxima > 0).all(dim=1)
+    ratio = maxima[nonzero].amax(dim=1) / maxima[nonzero].amin(dim=1)
+    assert (ratio > 10).float().mean() > 0.5
+    assert (ratio > 1000).any()
+    assert (~nonzero).any()
 
 
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize(("in_features", "out_features"), SHAPES)
 def test_dynamic_dac_fixed_adc_matches_aihwkit(in_features, out_features, bits):
+    """Per-tile noise management on both sides: generic inputs agree, whatever their slices' scales."""
     y_aihwkit, y_crossbar, bound_all, _, _ = forward_pair(in_features, out_features, bits, None)
     assert_agree(y_aihwkit, y_crossbar, bound_all)
 
@@ -187,33 +214,6 @@ def test_fixed_dac_matches_aihwkit_constant_noise_management(in_features, out_fe
     """A fixed DAC range is the same in every tile, so generic inputs agree, clipped ones included."""
     y_aihwkit, y_crossbar, bound_all, _, _ = forward_pair(in_features, out_features, bits, input_range=2.0)
     assert_agree(y_aihwkit, y_crossbar, bound_all)
-
-
-def per_row_block_pair(bits: int, seed: int = 3):
-    """aihwkit on a 768 x 128 layer, and the sum of three crossbar layers, one per 256-row block (generic inputs)."""
-    in_features, out_features = 768, 128
-    model, x = random_layer_and_inputs(in_features, out_features, seed)
-    weight, bias = model[0].weight.detach(), model[0].bias.detach()
-    blocks, bounds = [], []
-    for start in range(0, in_features, TILE):
-        part = nn.Sequential(nn.Linear(TILE, out_features, bias=start == 0))
-        with torch.no_grad():
-            part[0].weight.copy_(weight[:, start : start + TILE])
-            if start == 0:
-                part[0].bias.copy_(bias)
-        blocks.append((crossbar_model(part, bits), x[:, start : start + TILE]))
-        scale = x[:, start : start + TILE].abs().amax(dim=1, keepdim=True)
-        bounds.append(one_code_per_tile(weight[:, start : start + TILE], scale, bits)[0])
-    with torch.no_grad():
-        y_aihwkit = aihwkit_model(model, bits)(x)
-        y_blocks = sum(block(x_block) for block, x_block in blocks)
-    return y_aihwkit, y_blocks, sum(bounds)
-
-
-@pytest.mark.parametrize("bits", [6, 8])
-def test_per_tile_noise_management_is_one_crossbar_layer_per_row_block(bits):
-    """aihwkit's ABS_MAX scale is per tile: on generic inputs it equals crossbar run row block by row block."""
-    assert_agree(*per_row_block_pair(bits))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -302,13 +302,13 @@ def test_compiled_weights_carry_the_pcm_programming_noise():
 
 def main() -> None:
     """Print the agreement figures of docs/aihwkit_comparison.md."""
-    print("dynamic DAC (ABS_MAX), equal slice maxima")
+    print("dynamic DAC (ABS_MAX), generic inputs with per-vector and per-slice scales")
     print(f"{'shape':>12} {'bits':>4} {'identical':>10} {'differ':>8} {'max|d|/1 code':>14} {'max|d|/bound':>13}")
     for in_features, out_features in SHAPES:
         for bits in BITS:
             y_a, y_c, bound_all, bound_one, _ = forward_pair(in_features, out_features, bits, None)
             f = compare(y_a, y_c, bound_all)
-            one = ((y_a - y_c).abs() / bound_one).max().item()
+            one = ((y_a - y_c).abs() / (bound_one + float_tolerance(y_a))).max().item()
             print(
                 f"{in_features:>5}x{out_features:<6} {bits:>4} {f['identical']:>10.6f} "
                 f"{f['n_different']:>4}/{f['n_outputs']:<7} {one:>8.3f} {f['max_diff_over_bound']:>13.3f}"
@@ -320,26 +320,6 @@ def main() -> None:
             f = compare(y_a, y_c, bound_all)
             figures = f"{f['identical']:>10.6f} {f['n_different']:>4}/{f['n_outputs']}"
             print(f"{in_features:>5}x{out_features:<6} {bits:>4} {figures}")
-    print("\nper-row-block crossbar layers against aihwkit (ABS_MAX), 768x128, generic inputs")
-    for bits in BITS:
-        f = compare(*per_row_block_pair(bits))
-        print(
-            f"bits {bits}: identical {f['identical']:.6f} ({f['n_different']}/{f['n_outputs']}), "
-            f"max|d|/bound {f['max_diff_over_bound']:.3f}"
-        )
-    print("\ngeneric inputs, one crossbar layer against aihwkit (per-tile ABS_MAX)")
-    for bits in BITS:
-        model, x = random_layer_and_inputs(1024, 256, seed=3)
-        with torch.no_grad():
-            y_a, y_c, y = aihwkit_model(model, bits)(x), crossbar_model(model, bits)(x), model(x)
-        scale = x.abs().amax(dim=1, keepdim=True)
-        _, bound_one = one_code_per_tile(model[0].weight.detach(), scale, bits)
-        f = compare(y_a, y_c, bound_one)
-        rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
-        print(
-            f"1024x256 bits {bits}: identical {f['identical']:.4f}, max|d| {f['max_diff_over_bound']:.1f} codes, "
-            f"rms(d) {rms(y_a - y_c):.2e}, rms error vs float: crossbar {rms(y_c - y):.2e}, aihwkit {rms(y_a - y):.2e}"
-        )
     ours, theirs, _ = program_both()
     print("\nPCM programming noise (uS): level, closed-form std, crossbar std, aihwkit std, KS p")
     for level, target in enumerate(LEVELS_US):

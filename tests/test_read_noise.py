@@ -50,8 +50,10 @@ def test_output_noise_has_the_documented_std():
     with torch.no_grad():
         draws = torch.stack([compiled(x) for _ in range(3000)]).numpy()
     tile = compiled[0].tile
-    input_scale = x.abs().amax(dim=1).numpy()[:, None]
-    expected = 0.04 * np.sqrt((tile.digital_scale.astype(np.float64) ** 2).sum(axis=0))[None, :] * input_scale
+    blocks = [x[:, tile.grid.row_slice(r)] for r in range(tile.grid.row_blocks)]
+    input_scale = np.stack([b.abs().amax(dim=1).numpy() for b in blocks], axis=1)  # (B, R), per-tile DAC
+    d = tile.digital_scale.astype(np.float64)  # (R, out)
+    expected = 0.04 * np.sqrt(((input_scale[:, :, None] * d[None]) ** 2).sum(axis=1))
     np.testing.assert_allclose(draws.std(axis=0), expected, rtol=0.08)
     with torch.no_grad():
         np.testing.assert_allclose(draws.mean(axis=0), model(x).numpy(), atol=4 * expected.max() / np.sqrt(3000))
