@@ -1,12 +1,13 @@
 """DAC and ADC quantizers: the documented definition in numpy, and the fused numba kernels that run it.
 
-The quantizer of ``bits`` signed bits over [-full_scale, full_scale] has ``L = 2**(bits-1) - 1`` levels
-per sign (one code is unused, so zero is exact and the range is symmetric):
+The quantizer of ``bits`` signed bits with full scale f has ``L = 2**(bits-1) - 1`` levels per sign (one
+code is unused, so zero is exact and the range is symmetric); in float32, in this order:
 
-    q(y) = clip(rint(y / full_scale * L), -L, L) * full_scale / L
+    code(y) = clip(rint(y * (L / f)), -L, L)          q(y) = code(y) * (f / L)
 
-``rint`` rounds half to even. The DAC applies it to x / s with full scale 1, s being the input scale; each
-tile column's ADC applies it to the tile output with that column's full scale.
+``rint`` rounds half to even. The DAC converts an input x with the input scale s as its full scale and puts
+code(x) / L (in [-1, 1]) on the word lines; each tile column's ADC converts the tile output with that
+column's full scale.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-NO_BITS = 0  # kernels take bits=0 for "no quantization"
+from crossbar.gaussian import standard_normal, stream_start
 
 
 def levels(bits: int | None) -> int:
@@ -22,106 +23,129 @@ def levels(bits: int | None) -> int:
     return 0 if not bits else 2 ** (bits - 1) - 1
 
 
+def quantizer_codes(values: np.ndarray, full_scale: np.ndarray | float, bits: int) -> np.ndarray:
+    """The documented quantizer's codes in plain numpy float32: the reference the kernels are tested against."""
+    values = np.asarray(values, dtype=np.float32)
+    n = np.float32(levels(bits))
+    return np.clip(np.rint(values * (n / np.asarray(full_scale, dtype=np.float32))), -n, n)
+
+
 def quantize_reference(values: np.ndarray, full_scale: np.ndarray | float, bits: int | None) -> np.ndarray:
-    """The documented quantizer in plain numpy, the reference the kernels are tested against.
-
-    Computes in the dtype of ``values`` (float32 in the simulator) in the order of the formula above, so
-    that a kernel that implements the same quantizer agrees bit for bit.
-    """
-    values = np.asarray(values)
+    """q(y) = code(y) * (f / L) in float32 (no quantization when ``bits`` is None)."""
     if not bits:
-        return values
-    n = values.dtype.type(levels(bits))
-    full_scale = np.asarray(full_scale, dtype=values.dtype)
-    return np.clip(np.rint(values / full_scale * n), -n, n) * (full_scale / n)
+        return np.asarray(values, dtype=np.float32)
+    n = np.float32(levels(bits))
+    return quantizer_codes(values, full_scale, bits) * (np.asarray(full_scale, dtype=np.float32) / n)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True)
 def dac_kernel(
-    x: np.ndarray, block: int, n_levels: int, fixed_scale: float, out: np.ndarray, scales: np.ndarray
-) -> None:
-    """Quantize each input vector, one scale per tile row block.
+    x: np.ndarray,
+    block: int,
+    n_levels: int,
+    fixed_scale: float,
+    out: np.ndarray,
+    scales: np.ndarray,
+    volts_squared: np.ndarray,
+) -> int:
+    """Quantize each input vector, one scale per tile row block; returns the number of slices holding a NaN
+    or an infinity (the caller raises instead of converting them).
 
     x, out: (B, n) float32; scales: (B, R) float32 with R = ceil(n / block), written with the input scale s of
     each vector's slice for each row block (``fixed_scale`` if > 0, else its max|x|, or 1 for an all-zero
     slice: each tile's DAC uses its full range, as aihwkit's ABS_MAX noise management per tile).
-    out = q(x / s) with full scale 1, so that x ~= s * out. ``n_levels`` = 0 skips the rounding.
+    out = code(x; s) / L, so that x ~= s * out; ``n_levels`` = 0 gives out = x / s without rounding.
+    volts_squared: (B, n) to receive (s * out)^2, the squared converted inputs, or (0, 0) to skip.
     """
     batch, width = x.shape
     n_blocks = scales.shape[1]
+    want_squares = volts_squared.shape[0] > 0
+    bad = 0
     for b in numba.prange(batch):
         for r in range(n_blocks):
             start, stop = r * block, min((r + 1) * block, width)
-            s = fixed_scale
-            if s <= 0.0:
-                s = 0.0
-                for i in range(start, stop):
-                    s = max(s, abs(x[b, i]))
-                if s == 0.0:
-                    s = 1.0
-            s32 = np.float32(s)
-            scales[b, r] = s32
+            peak = np.float32(0.0)
+            probe = np.float32(0.0)  # x * 0 is NaN for a NaN or an infinity, 0 otherwise
+            for i in range(start, stop):
+                peak = max(peak, abs(x[b, i]))
+                probe += x[b, i] * np.float32(0.0)
+            if probe != 0.0:
+                bad += 1
+            s = np.float32(fixed_scale)
+            if fixed_scale <= 0.0:
+                s = peak if peak > 0.0 else np.float32(1.0)
+            scales[b, r] = s
             if n_levels == 0:
                 for i in range(start, stop):
-                    out[b, i] = x[b, i] / s32
+                    out[b, i] = x[b, i] / s
             else:
                 lv = np.float32(n_levels)
+                to_code = lv / s
                 step = np.float32(1.0) / lv
                 for i in range(start, stop):
-                    code = min(max(np.rint(x[b, i] / s32 * lv), -lv), lv)
-                    out[b, i] = code * step
+                    out[b, i] = min(max(np.rint(x[b, i] * to_code), -lv), lv) * step
+            if want_squares:
+                for i in range(start, stop):
+                    v = s * out[b, i]
+                    volts_squared[b, i] = v * v
+    return bad
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True)
 def adc_accumulate_kernel(
     tile_out: np.ndarray,
-    full_scale: np.ndarray,
+    to_code: np.ndarray,
+    from_code: np.ndarray,
     n_levels: int,
-    digital_scale: np.ndarray,
     input_scale: np.ndarray,
-    output_var: float,
+    noise_scale: np.ndarray,
     cell_var: np.ndarray,
-    normal: np.ndarray,
+    noise_key: np.uint64,
     bias: np.ndarray,
     out: np.ndarray,
 ) -> None:
     """ADC-convert every tile output, undo the scales, sum the row blocks, add noise and bias.
 
-    tile_out: (R, B, N) float32, the tile outputs in cell currents; full_scale, digital_scale: (R, N);
-    input_scale: (B, R), the DAC scale of each row block; output_var: variance of the output noise of one tile
-    output, cell currents squared; cell_var: (B, N) per-cell read-noise variance in output units, or (0, 0)
-    for none; normal: (B, N) standard normal draws, or (0, 0) for no noise; bias: (N,) or (0,).
-    out: (B, N) float32, with c_rbj = d_rj s_br,
+    tile_out: (R, B, N) float32, the tile outputs in cell currents. to_code = L / f and from_code = d f / L,
+    (R, N), for each tile column's ADC full scale f and digital (weight) scale d; with ``n_levels`` = 0 (no
+    quantization) from_code is d and to_code is unused. input_scale: (B, R), the DAC scale of each row block.
+    noise_scale: (R, N), the output-noise std of each tile column times d, or (0, 0) for none; cell_var:
+    (B, N), the per-cell read-noise variance in output units, or (0, 0) for none; noise_key: the stream of
+    this forward's standard normal draws z (``crossbar.gaussian``); bias: (N,) or (0,). out: (B, N) float32,
 
-        out[b, j] = sum_r c_rbj q(y_rbj; f_rj) + sqrt(output_var sum_r c_rbj^2 + cell_var_bj) z_bj + bias_j
+        out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
     """
     n_blocks, batch, width = tile_out.shape
+    has_output_noise = noise_scale.shape[0] > 0
     has_cell = cell_var.shape[0] > 0
-    has_noise = normal.shape[0] > 0
     has_bias = bias.shape[0] > 0
     lv = np.float32(n_levels)
     for b in numba.prange(batch):
-        for j in range(width):
-            out[b, j] = 0.0
+        acc = out[b]
+        acc[:] = 0.0
+        var = np.zeros(width if has_output_noise else 0, dtype=np.float32)
         for r in range(n_blocks):
             s = input_scale[b, r]
+            if n_levels > 0:
+                for j in range(width):
+                    code = min(max(np.rint(tile_out[r, b, j] * to_code[r, j]), -lv), lv)
+                    acc[j] += s * (from_code[r, j] * code)
+            else:
+                for j in range(width):
+                    acc[j] += s * (from_code[r, j] * tile_out[r, b, j])
+            if has_output_noise:
+                for j in range(width):
+                    c = s * noise_scale[r, j]
+                    var[j] += c * c
+        if has_output_noise or has_cell:
             for j in range(width):
-                y = tile_out[r, b, j]
-                if n_levels > 0:
-                    fs = full_scale[r, j]
-                    code = min(max(np.rint(y / fs * lv), -lv), lv)
-                    y = code * (fs / lv)
-                out[b, j] += digital_scale[r, j] * s * y
-        if has_noise:
-            for j in range(width):
-                var = np.float32(0.0)
-                for r in range(n_blocks):
-                    c = digital_scale[r, j] * input_scale[b, r]
-                    var += c * c
-                var *= output_var
+                v = np.float32(0.0)
+                if has_output_noise:
+                    v += var[j]
                 if has_cell:
-                    var += cell_var[b, j]
-                out[b, j] += np.sqrt(var) * normal[b, j]
+                    v += cell_var[b, j]
+                z = standard_normal(stream_start(noise_key, np.uint64(b * width + j)))
+                acc[j] += np.float32(np.sqrt(v) * z)
         if has_bias:
             for j in range(width):
-                out[b, j] += bias[j]
+                acc[j] += bias[j]

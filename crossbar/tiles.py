@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from crossbar import device, irdrop
+from crossbar.blas import row_block_products
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.mapping import (
     TileGrid,
@@ -28,10 +29,11 @@ class AnalogTiles:
     """One layer programmed onto a grid of crossbar tiles: a seeded chip instance.
 
     Holds, in normalised units (weights in [-1, 1], inputs in [-1, 1], outputs in cell currents):
-    ``weights`` (in, out) float32, the effective weights the programmed conductances realise, row block r
+    ``weights`` (in, out) float32 numpy, the effective weights the programmed conductances realise, row block r
     occupying rows ``grid.row_slice(r)``; ``digital_scale`` (R, out), turning tile outputs back into weight
     units (weight scaling times drift compensation); ``full_scale`` (R, out), the ADC range of every tile
     column; ``cell_variance`` (in, out) or None, per-cell read-noise variance times digital_scale**2.
+    Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
     """
 
     def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
@@ -42,8 +44,9 @@ class AnalogTiles:
         self.dac_range = chip.dac.input_range
         self.calibrated = chip.adc.mode != "calibrated" and chip.dac.mode != "calibrated"
         self._program(weight.T)
-        self._generator = torch.Generator().manual_seed(seed + 1)
-        self._buffer = torch.empty(0)
+        self._periphery_constants()
+        self._calls = 0
+        self._buffer = np.empty((0, 0, 0), dtype=np.float32)
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
         chip, grid = self.chip, self.grid
@@ -61,7 +64,7 @@ class AnalogTiles:
         if chip.device.drift_compensation and chip.device.model != "none":
             gain = self._drift_compensation(normalised, realised)
         digital_scale = scales * gain
-        self.weights = torch.from_numpy(np.ascontiguousarray(grid.unpad(realised), dtype=np.float32))
+        self.weights = np.ascontiguousarray(grid.unpad(realised), dtype=np.float32)
         self.digital_scale = np.ascontiguousarray(grid.per_tile_column(digital_scale), dtype=np.float32)
         if chip.adc.mode == "weights":
             column_l1 = np.sum(np.abs(realised), axis=1, keepdims=True)
@@ -73,7 +76,7 @@ class AnalogTiles:
         if chip.read_noise.cell_std > 0:
             per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
             per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
-            self.cell_variance = torch.from_numpy(np.ascontiguousarray(grid.unpad(per_cell), dtype=np.float32))
+            self.cell_variance = np.ascontiguousarray(grid.unpad(per_cell), dtype=np.float32)
 
     def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
         """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
@@ -99,73 +102,83 @@ class AnalogTiles:
         current = np.maximum(np.mean(np.abs(realised), axis=(1, 3), keepdims=True), 1e-12)
         return np.where(reference > 0, reference / current, 1.0)
 
-    @property
-    def has_noise(self) -> bool:
-        return self.chip.read_noise.output_std > 0 or self.cell_variance is not None
+    def _periphery_constants(self) -> None:
+        """Fold the ADC full scales and digital scales into the kernel's per-tile-column constants."""
+        n = np.float32(levels(self.chip.adc.bits))
+        full_scale, digital = self.full_scale, self.digital_scale
+        if n > 0:
+            self.to_code = np.ascontiguousarray(n / full_scale, dtype=np.float32)
+            self.from_code = np.ascontiguousarray(digital * (full_scale / n), dtype=np.float32)
+        else:
+            self.to_code, self.from_code = np.zeros_like(digital), digital
+        std = self.chip.read_noise.output_std
+        self.noise_scale = np.ascontiguousarray(std * digital, dtype=np.float32) if std > 0 else _EMPTY2
 
-    def quantize_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """DAC: x (B, in) -> (x / s quantized, s (B, R)), s the input scale of each row block."""
-        x_np = x.detach().numpy()
-        out = np.empty_like(x_np)
-        scales = np.empty((x_np.shape[0], self.grid.row_blocks), dtype=np.float32)
+    def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """DAC: x (B, in) float32 -> (code / L in [-1, 1], input scales s (B, R), (s code / L)^2 or empty)."""
+        out = np.empty_like(x)
+        scales = np.empty((x.shape[0], self.grid.row_blocks), dtype=np.float32)
+        volts_squared = np.empty_like(x) if squares else _EMPTY2
         fixed = -1.0 if self.chip.dac.mode == "dynamic" else self.dac_range
-        dac_kernel(x_np, self.grid.rows, levels(self.chip.dac.bits), fixed, out, scales)
-        return torch.from_numpy(out), scales
+        if dac_kernel(x, self.grid.rows, levels(self.chip.dac.bits), fixed, out, scales, volts_squared):
+            raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
+        return out, scales, volts_squared
 
-    def tile_outputs(self, x_quantized: torch.Tensor) -> torch.Tensor:
-        """Every tile's output (R, B, out) in cell currents, one matmul per row block into one buffer."""
+    def tile_outputs(self, x_quantized: np.ndarray) -> np.ndarray:
+        """Every tile's output (R, B, out) in cell currents: one BLAS product per row block, into one buffer."""
         grid = self.grid
         shape = (grid.row_blocks, x_quantized.shape[0], grid.out_features)
         if self._buffer.shape != shape:
-            self._buffer = torch.empty(shape, dtype=torch.float32)
-        for r in range(grid.row_blocks):
-            rows = grid.row_slice(r)
-            torch.mm(x_quantized[:, rows], self.weights[rows], out=self._buffer[r])
+            self._buffer = np.empty(shape, dtype=np.float32)
+        row_block_products(x_quantized, self.weights, [grid.row_slice(r) for r in range(grid.row_blocks)], self._buffer)
         return self._buffer
 
     def calibrate(self, x: torch.Tensor) -> None:
         """Set calibrated DAC and ADC ranges from sample inputs x (B, in) float32."""
-        chip = self.chip
+        chip, x_np = self.chip, x.detach().numpy()
         if chip.dac.mode == "calibrated":
-            magnitudes = np.abs(x.detach().numpy()).ravel()
-            self.dac_range = float(max(np.percentile(magnitudes, chip.adc.calibration_percentile), 1e-12))
+            self.dac_range = float(max(np.percentile(np.abs(x_np), chip.adc.calibration_percentile), 1e-12))
         if chip.adc.mode == "calibrated":
-            x_quantized, _ = self.quantize_inputs(x)
-            outputs = np.abs(self.tile_outputs(x_quantized).numpy())
+            outputs = np.abs(self.tile_outputs(self.quantize_inputs(x_np)[0]))
             observed = np.percentile(outputs, chip.adc.calibration_percentile, axis=1)
             self.full_scale = np.ascontiguousarray(
                 np.maximum(observed * chip.adc.calibration_margin, 1e-12), dtype=np.float32
             )
+            self._periphery_constants()
         self.calibrated = True
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (B, in) float32 -> (B, out) float32 through DAC, tiles, ADC and digital combination."""
+        """x (B, in) float32 -> (B, out) float32 through DAC, tiles, ADC and digital combination.
+
+        Each call draws fresh per-forward noise from the stream of (seed, call number).
+        """
         if not self.calibrated:
             raise ConfigError(
                 "dac.mode / adc.mode: 'calibrated' ranges need sample inputs: "
                 "crossbar.compile(model, chip, calibration_inputs=...)"
             )
-        x_quantized, scales = self.quantize_inputs(x)
+        with_cells = self.cell_variance is not None
+        x_quantized, scales, volts_squared = self.quantize_inputs(x.detach().numpy(), squares=with_cells)
         tile_out = self.tile_outputs(x_quantized)
-        batch, width = x.shape[0], self.grid.out_features
-        normal, cell_var = _EMPTY2, _EMPTY2
-        if self.has_noise:
-            normal = torch.randn((batch, width), generator=self._generator).numpy()
-            if self.cell_variance is not None:  # per-cell variance sum_i sigma_ij^2 (s x_q)_i^2: one matmul
-                row_scale = torch.from_numpy(np.repeat(scales, self.grid.rows, axis=1)[:, : self.grid.in_features])
-                cell_var = torch.mm((x_quantized * row_scale).square(), self.cell_variance).numpy()
-        out = np.empty((batch, width), dtype=np.float32)
-        bias_np = _EMPTY1 if bias is None else bias.detach().numpy()
+        # per-cell read-noise variance sum_i sigma_ij^2 (s x_q)_i^2: one matmul
+        cell_var = _EMPTY2
+        if with_cells:
+            cell_var = np.empty((1, x.shape[0], self.grid.out_features), dtype=np.float32)
+            row_block_products(volts_squared, self.cell_variance, [slice(0, self.grid.in_features)], cell_var)
+            cell_var = cell_var[0]
+        out = np.empty((x.shape[0], self.grid.out_features), dtype=np.float32)
+        self._calls += 1
+        noise_key = np.random.SeedSequence([self.seed, self._calls]).generate_state(1, np.uint64)[0]
         adc_accumulate_kernel(
-            tile_out.numpy(),
-            self.full_scale,
+            tile_out,
+            self.to_code,
+            self.from_code,
             levels(self.chip.adc.bits),
-            self.digital_scale,
             scales,
-            self.chip.read_noise.output_std**2,
+            self.noise_scale,
             cell_var,
-            normal,
-            bias_np,
+            noise_key,
+            _EMPTY1 if bias is None else bias.detach().numpy(),
             out,
         )
         return torch.from_numpy(out)
@@ -188,6 +201,8 @@ class DigitalTile:
         self.weights = w.contiguous()
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if not torch.isfinite(x).all():
+            raise ValueError("digital layer: input contains NaN or inf")
         if self.input_bits is not None:
             n = float(levels(self.input_bits))
             scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / n

@@ -289,7 +289,7 @@ def test_compiled_weights_carry_the_pcm_programming_noise():
     chip = crossbar.ChipConfig.preset("ideal").replace(
         device={"model": "pcm", "prog_noise_scale": 1.0, "drift_scale": 0.0, "read_noise_scale": 0.0}
     )
-    realised = crossbar.compile(model, chip, seed=5)[0].tile.weights.T.numpy()
+    realised = crossbar.compile(model, chip, seed=5)[0].tile.weights.T
     zero_mean, zero_std = clamped_normal_moments(0.0, pcm_sigma_us(0.0))
     for w in levels.tolist():  # input 0 is all ones, so it is left out
         sample = realised[:, 1:][weight[:, 1:].numpy() == w]
