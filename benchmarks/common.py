@@ -1,0 +1,123 @@
+"""Helpers shared by the benchmarks: thread pinning, machine facts, atomic JSON output.
+
+Benchmarks import this as a sibling module (``python benchmarks/<script>.py`` puts this folder on the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int, wait_policy: str) -> dict[str, Any]:
+    """Set the thread environment; must run before numpy, torch or numba are imported."""
+    preloaded = sorted(m for m in ("numpy", "torch", "numba") if m in sys.modules)
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    if wait_policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = wait_policy.upper()
+    import numba
+    import torch
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    return {
+        "threads": threads,
+        "env": {name: os.environ.get(name) for name in (*THREAD_ENV, "OMP_WAIT_POLICY")},
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "numba_num_threads": numba.get_num_threads(),
+        "set_before_import": not preloaded,
+        "preloaded_modules": preloaded,
+    }
+
+
+def machine_info(threading: dict[str, Any]) -> dict[str, Any]:
+    import numba
+    import numpy as np
+    import torch
+
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cores_available": available_cores(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "threading": threading,
+    }
+    info["crossbar"] = crossbar_source_state()
+    try:
+        import aihwkit
+
+        info["aihwkit"] = aihwkit.__version__
+    except ImportError:
+        info["aihwkit"] = None
+    with contextlib.suppress(OSError):
+        info["loadavg_start"] = os.getloadavg()
+    return info
+
+
+def crossbar_source_state() -> dict[str, Any]:
+    """Version, git commit and uncommitted changes of the crossbar package timed (it may be mid-edit)."""
+    import subprocess
+
+    import crossbar
+
+    state: dict[str, Any] = {"version": crossbar.__version__, "path": str(Path(crossbar.__file__).parent)}
+    root = Path(crossbar.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "crossbar"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return state
+    if commit.returncode == 0:
+        state["git_commit"] = commit.stdout.strip()
+        state["uncommitted"] = [line[3:] for line in status.stdout.splitlines()]
+    return state
+
+
+def thread_pools() -> list[dict[str, Any]]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "num_threads", "filepath", "version")
+    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
