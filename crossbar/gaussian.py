@@ -1,11 +1,12 @@
 """Standard normal draws inside numba kernels: counter based, so reproducible for any thread count.
 
-Draw k of a stream ``key`` starts from its own state, ``mix64(key ^ (k * C))``, and needs no shared
-generator: element (b, j) of a forward pass always gets the same number for the same key, whichever thread
-computes it. States advance by the splitmix64 sequence; the normal variate comes from Marsaglia and Tsang's
-ziggurat (J. Stat. Softw. 5(8), 2000) with 128 layers, exact up to the 32-bit resolution of its abscissa,
-taking the layer index from bits other than the abscissa's (the fix of Doornik 2005 for the original's
-correlation). Cheaper than torch.randn here and free of a (B, N) noise array when drawn inside a kernel.
+Row b of a stream ``key`` starts from its own state, ``mix64(key ^ (b * C))``, and its pairs of draws follow
+by Weyl steps hashed with the splitmix64 finaliser, so no generator is shared: element (b, j) of a forward pass
+always gets the same number for the same key, whichever thread computes it. Each 64-bit hash feeds two
+normal variates by Marsaglia and Tsang's ziggurat (J. Stat. Softw. 5(8), 2000) with 128 layers: per draw a
+7-bit layer index and a 24-bit abscissa from separate bits (separate bits avoid the original's correlation,
+Doornik 2005); the rare wedge and tail steps draw further uniforms from their own salted states. Cheaper
+than torch.randn here, and free of a (B, N) noise array when drawn inside a kernel.
 """
 
 from __future__ import annotations
@@ -68,20 +69,35 @@ def _uniform(state: np.uint64) -> tuple[np.uint64, float]:
     return state, ((h >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)  # in (0, 1)
 
 
-@numba.njit(inline="always")
-def _abscissa(h: np.uint64) -> tuple[int, float]:
-    """Layer index (low 7 bits) and signed 32-bit abscissa (high 32 bits) of one hash."""
-    return int(h & np.uint64(127)), float(np.int64(h >> np.uint64(32)) - 2147483648)
+_SALT = (np.uint64(0x5851F42D4C957F2D), np.uint64(0x14057B7EF767814F))  # separate the two draws' slow paths
 
 
 @numba.njit(inline="always")
-def standard_normal(state: np.uint64) -> float:
-    """One N(0, 1) draw from a stream state (the fast path inline, about 99% of draws)."""
-    h = mix64(state + _GOLDEN)
+def _abscissa(bits: np.uint64) -> tuple[int, float]:
+    """Layer index (low 7 bits) and signed 24-bit abscissa (bits 8-31), in the 2^31 units of the tables."""
+    iz = int(bits & np.uint64(127))
+    return iz, float(np.int64((bits >> np.uint64(8)) & np.uint64(0xFFFFFF)) - 8388608) * 256.0
+
+
+@numba.njit(inline="always")
+def _one(h: np.uint64, state: np.uint64) -> float:
     iz, hz = _abscissa(h)
-    if abs(hz) < _KN[iz]:
+    if abs(hz) < _KN[iz]:  # the fast path, about 99% of draws
         return hz * _WN[iz]
-    return _slow_path(state + _GOLDEN, iz, hz)
+    return _slow_path(state, iz, hz)
+
+
+@numba.njit(inline="always")
+def normal_pair(state: np.uint64) -> tuple[float, float]:
+    """Two independent N(0, 1) draws from one stream state: one 64-bit hash feeds both fast paths."""
+    h = mix64(state)
+    return _one(h, state ^ _SALT[0]), _one(h >> np.uint64(32), state ^ _SALT[1])
+
+
+@numba.njit(inline="always")
+def row_state(key: np.uint64, row: np.uint64, pair: np.uint64) -> np.uint64:
+    """The state of pair ``pair`` of row ``row`` of stream ``key``: a Weyl step from the row's own start."""
+    return stream_start(key, row) + pair * _GOLDEN
 
 
 @numba.njit(cache=True)
@@ -108,6 +124,11 @@ def _slow_path(state: np.uint64, iz: int, hz: float) -> float:
 
 @numba.njit(parallel=True, cache=True)
 def fill_standard_normal(key: np.uint64, out: np.ndarray) -> None:
-    """out (n,) float64 <- draws 0..n-1 of stream ``key`` (for tests and other callers outside kernels)."""
-    for k in numba.prange(out.shape[0]):
-        out[k] = standard_normal(stream_start(key, np.uint64(k)))
+    """out (rows, cols) float64 <- the draws of stream ``key`` exactly as the ADC kernel makes them."""
+    rows, cols = out.shape
+    for b in numba.prange(rows):
+        for j in range(0, cols, 2):
+            z1, z2 = normal_pair(row_state(key, np.uint64(b), np.uint64(j // 2)))
+            out[b, j] = z1
+            if j + 1 < cols:
+                out[b, j + 1] = z2

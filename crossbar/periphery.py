@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from crossbar.gaussian import standard_normal, stream_start
+from crossbar.gaussian import normal_pair, row_state
 
 
 def levels(bits: int | None) -> int:
@@ -138,14 +138,16 @@ def adc_accumulate_kernel(
                     c = s * noise_scale[r, j]
                     var[j] += c * c
         if has_output_noise or has_cell:
-            for j in range(width):
-                v = np.float32(0.0)
-                if has_output_noise:
-                    v += var[j]
-                if has_cell:
-                    v += cell_var[b, j]
-                z = standard_normal(stream_start(noise_key, np.uint64(b * width + j)))
-                acc[j] += np.float32(np.sqrt(v) * z)
+            for j in range(0, width, 2):
+                z1, z2 = normal_pair(row_state(noise_key, np.uint64(b), np.uint64(j // 2)))
+                for jj, z in ((j, z1), (j + 1, z2)):
+                    if jj < width:
+                        v = np.float32(0.0)
+                        if has_output_noise:
+                            v += var[jj]
+                        if has_cell:
+                            v += cell_var[b, jj]
+                        acc[jj] += np.float32(np.sqrt(v) * z)
         if has_bias:
             for j in range(width):
                 acc[j] += bias[j]
