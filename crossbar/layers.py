@@ -62,7 +62,10 @@ class TiledLinear(nn.Module):
         """(Re)program the tiles from the current float weights: one chip instance of ``self.seed``."""
         weight = self.weight.detach().numpy()
         if self.placement == "analog":
+            previous = getattr(self, "tile", None)
             self.tile: AnalogTiles | DigitalTile = AnalogTiles(weight, self.chip, self.seed)
+            if isinstance(previous, AnalogTiles) and previous.calibrated:
+                self.tile.keep_calibration(previous)  # reprogrammed after an optimiser step: same ranges
         else:
             self.tile = DigitalTile(weight, *self.digital_bits)
         self._programmed_version = self.weight._version

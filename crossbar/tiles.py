@@ -151,6 +151,14 @@ class AnalogTiles:
             self._periphery_constants()
         self.calibrated = True
 
+    def keep_calibration(self, other: AnalogTiles) -> None:
+        """Use the calibrated DAC/ADC ranges of another programming of the same layer."""
+        self.dac_range = other.dac_range
+        if self.chip.adc.mode == "calibrated":
+            self.full_scale = other.full_scale
+            self._periphery_constants()
+        self.calibrated = True
+
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (B, in) float32 -> (B, out) float32 through DAC, tiles, ADC and digital combination.
 
