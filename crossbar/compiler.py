@@ -89,6 +89,12 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if isinstance(digital, Mapping)
         else {name: {} for name in (digital or [])}
     )
+    needs_calibration = "calibrated" in (chip.adc.mode, chip.dac.mode)
+    if needs_calibration and calibration_inputs is None:
+        raise ConfigError(
+            "adc.mode / dac.mode is 'calibrated': pass sample inputs, "
+            "crossbar.compile(model, chip, calibration_inputs=x)"
+        )
     compiled = copy.deepcopy(model)
     names = dict(compiled.named_modules())
     missing = sorted(set(digital_map) - set(names))
@@ -110,12 +116,6 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         _set_submodule(compiled, name, tiled)
     if index == 0:
         raise ValueError("crossbar.compile: the model has no nn.Linear or 1x1 nn.Conv1d layer to map onto tiles")
-    needs_calibration = "calibrated" in (chip.adc.mode, chip.dac.mode)
-    if needs_calibration and calibration_inputs is None:
-        raise ConfigError(
-            "adc.mode / dac.mode is 'calibrated': pass sample inputs, "
-            "crossbar.compile(model, chip, calibration_inputs=x)"
-        )
     if needs_calibration:
         calibrate(compiled, calibration_inputs)
     return compiled
