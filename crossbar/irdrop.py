@@ -93,23 +93,36 @@ def effective_conductance(conductances: np.ndarray, r_wl: float, r_bl: float) ->
     # currents are gb v_{R-1} = Z_{R-1} y_{R-1}. Working with T (near I) rather than gb T avoids cancelling
     # the large wire conductances against each other. Only lower triangles of the symmetric T and Z are kept.
     gw = 1.0 / r_wl
-    rhs = np.zeros((cols, rows))
-    z_lower = np.empty((0, 0))
+    rhs = np.zeros((cols, rows), order="F")  # column slices stay contiguous for BLAS
+    z_lower = np.zeros((cols, cols), order="F")
+    spare = np.empty((cols, cols), order="F")  # two buffers: LAPACK inverts T_i in place into Z_i
     for i in range(rows):
         a_inv = _word_line_inverse(g[i], gw)
-        block = (g[i] * r_bl)[:, None] * a_inv * -g[i][None, :]
-        block[np.diag_indices(cols)] += g[i] * r_bl + (2.0 if i > 0 else 1.0)
+        _bit_line_block(g[i], a_inv, r_bl, 2.0 if i > 0 else 1.0, z_lower, spare)
         if i > 0:
-            block -= z_lower
             rhs[:, :i] = scipy.linalg.blas.dsymm(1.0, z_lower, rhs[:, :i], side=0, lower=1)
         rhs[:, i] = g[i] * a_inv[:, 0] * gw
-        z_lower = _spd_inverse_lower(block)
+        z_lower, spare = _spd_inverse_lower(spare), z_lower
     return scipy.linalg.blas.dsymm(1.0, z_lower, rhs, side=0, lower=1).T
+
+
+@numba.njit(cache=True)
+def _bit_line_block(
+    g_row: np.ndarray, a_inv: np.ndarray, r_bl: float, wires: float, z_lower: np.ndarray, out: np.ndarray
+) -> None:
+    """Lower triangle of T_i = wires I + (diag(g) - diag(g) A^-1 diag(g)) r_bl - Z_{i-1} into ``out``
+    (column-major, as LAPACK reads it); z_lower is Z_{i-1}'s lower triangle (zeros for the first row)."""
+    cols = g_row.shape[0]
+    for k in range(cols):
+        gk = g_row[k] * r_bl
+        for j in range(k, cols):
+            out[j, k] = -gk * a_inv[j, k] * g_row[j] - z_lower[j, k]
+        out[k, k] += gk + wires
 
 
 def _spd_inverse_lower(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive-definite matrix, from its lower triangle; only the lower triangle of
-    the result is valid (Cholesky, LAPACK dpotrf + dpotri)."""
+    the result is valid (Cholesky, LAPACK dpotrf + dpotri). A column-major input is overwritten and returned."""
     factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=1, overwrite_a=1, clean=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"irdrop: block not positive definite (info {info})")
