@@ -12,14 +12,14 @@ inputs in [-v_read, v_read]. Writes docs/figures/irdrop_error.png and benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from common import write_json_atomic
 
 from crossbar import irdrop
-from crossbar.config import MappingConfig, write_text_atomic
+from crossbar.config import MappingConfig
 from crossbar.mapping import conductance_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def main() -> None:
                 f"({rows[-1]['seconds_two_arrays']:.2f} s)",
                 flush=True,
             )
-    write_text_atomic(args.out, json.dumps({"results": rows}, indent=2) + "\n")
+    write_json_atomic(args.out, {"results": rows})
 
     import matplotlib
     import matplotlib.ticker
