@@ -62,7 +62,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine_info(threading), "r_wire_ohm": R_WIRE, "batch": BATCH}
 
     build = {}
-    for size in args.sizes:
+    for size in sorted(set(args.sizes) | {256}):  # 256 x 256 is the target case
         g = rng.uniform(0.1e-6, 25e-6, (size, size))
         reps = 5 if size <= 256 else 1
         build[str(size)] = timed(lambda g=g: irdrop.effective_conductance(g, R_WIRE, R_WIRE), reps)
