@@ -23,19 +23,15 @@ def levels(bits: int | None) -> int:
     return 0 if not bits else 2 ** (bits - 1) - 1
 
 
-def quantizer_codes(values: np.ndarray, full_scale: np.ndarray | float, bits: int) -> np.ndarray:
-    """The documented quantizer's codes in plain numpy float32: the reference the kernels are tested against."""
-    values = np.asarray(values, dtype=np.float32)
-    n = np.float32(levels(bits))
-    return np.clip(np.rint(values * (n / np.asarray(full_scale, dtype=np.float32))), -n, n)
-
-
 def quantize_reference(values: np.ndarray, full_scale: np.ndarray | float, bits: int | None) -> np.ndarray:
-    """q(y) = code(y) * (f / L) in float32 (no quantization when ``bits`` is None)."""
+    """q(y) = code(y) * (f / L) in plain numpy float32, in the order stated above (no quantization when
+    ``bits`` is None): the reference the kernels are tested against, and the digital tile's quantizer."""
+    values = np.asarray(values, dtype=np.float32)
     if not bits:
-        return np.asarray(values, dtype=np.float32)
+        return values
     n = np.float32(levels(bits))
-    return quantizer_codes(values, full_scale, bits) * (np.asarray(full_scale, dtype=np.float32) / n)
+    full_scale = np.asarray(full_scale, dtype=np.float32)
+    return np.clip(np.rint(values * (n / full_scale)), -n, n) * (full_scale / n)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -18,7 +18,7 @@ from crossbar.mapping import (
     effective_weights,
     weight_scales,
 )
-from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels
+from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
@@ -203,18 +203,17 @@ class DigitalTile:
             if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 32):
                 raise ConfigError(f"digital.{name}: must be an integer from 2 to 32, or None (got {bits!r})")
         self.weight_bits, self.input_bits = weight_bits, input_bits
-        w = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
-        if weight_bits is not None:
-            n = float(levels(weight_bits))
-            scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / n
-            w = torch.clamp(torch.round(w / scale), -n, n) * scale
-        self.weights = w.contiguous()
+        self.weights = torch.from_numpy(_quantize_rows(np.asarray(weight, dtype=np.float32), weight_bits))
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not torch.isfinite(x).all():
             raise ValueError("digital layer: input contains NaN or inf")
         if self.input_bits is not None:
-            n = float(levels(self.input_bits))
-            scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / n
-            x = torch.clamp(torch.round(x / scale), -n, n) * scale
+            x = torch.from_numpy(_quantize_rows(x.detach().numpy(), self.input_bits))
         return torch.nn.functional.linear(x, self.weights, None if bias is None else bias.detach())
+
+
+def _quantize_rows(matrix: np.ndarray, bits: int | None) -> np.ndarray:
+    """Each row of a float32 matrix through the documented quantizer, its max |value| as the full scale."""
+    peak = np.maximum(np.abs(matrix).max(axis=1, keepdims=True), np.float32(1e-30))
+    return np.ascontiguousarray(quantize_reference(matrix, peak, bits))
