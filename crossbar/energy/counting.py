@@ -85,7 +85,8 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     elif energy.input_encoding == "bit_serial":  # one read per magnitude bit, v_read on the rows whose bit is 1
         cycles = chip.dac.bits - 1
         ones = _popcount(codes, cycles)
-        per_input, window, dac_bits, dac_actions = ones * energy.integration_time, energy.integration_time, 1, ones.sum()
+        window, dac_bits, dac_actions = energy.integration_time, 1, ones.sum()
+        per_input = ones * window
     else:  # amplitude DAC: v_read * code / L for one read
         per_input, cycles = (codes / n_levels) ** 2 * energy.integration_time, 1
         window, dac_bits, dac_actions = energy.integration_time, chip.dac.bits, codes.size
