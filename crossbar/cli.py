@@ -71,8 +71,9 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     model = _load_module(args.model)
     chip = ChipConfig.load(args.chip)
     inputs = _example_inputs(args)
+    constants = crossbar.EnergyConstants.load(args.constants)  # checked before the (slower) compile
     analog = crossbar.compile(model, chip, seed=args.seed)
-    result = crossbar.estimate(analog, inputs, constants=args.constants)
+    result = crossbar.estimate(analog, inputs, constants=constants)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result)
     if args.plot:
         result.plot(args.plot)

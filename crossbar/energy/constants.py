@@ -109,4 +109,3 @@ class EnergyConstants:
     def logic_scale(self, node_nm: float, vdd: float) -> float:
         """Factor from Horowitz's 45 nm, 0.9 V energies to a chip's node and supply."""
         return (node_nm / self.horowitz_node_nm) * (vdd / self.horowitz_vdd) ** 2
-
