@@ -3,21 +3,26 @@
 chip = crossbar.ChipConfig.preset("default")
 analog = crossbar.compile(model, chip, seed=0)
 print(crossbar.report(analog))
+print(crossbar.estimate(analog, x))  # energy and latency per inference
 """
 
 from crossbar.compiler import calibrate, compile
 from crossbar.config import ChipConfig, ConfigError
+from crossbar.energy import EnergyConstants, EnergyReport, estimate
 from crossbar.layers import TiledConv1d, TiledLinear
 from crossbar.report import MappingReport, report
 
 __all__ = [
     "ChipConfig",
     "ConfigError",
+    "EnergyConstants",
+    "EnergyReport",
     "MappingReport",
     "TiledConv1d",
     "TiledLinear",
     "calibrate",
     "compile",
+    "estimate",
     "report",
 ]
 __version__ = "0.1.0"

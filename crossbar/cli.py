@@ -1,4 +1,4 @@
-"""The ``crossbar`` command line: ``crossbar demo`` and ``crossbar map MODEL.pt``."""
+"""The ``crossbar`` command line: ``crossbar demo``, ``crossbar map MODEL.pt`` and ``crossbar estimate MODEL.pt``."""
 
 from __future__ import annotations
 
@@ -40,12 +40,53 @@ def cmd_map(args: argparse.Namespace) -> None:
     print(json.dumps(mapping.to_dict(), indent=2) if args.json else mapping)
 
 
+def _example_inputs(args: argparse.Namespace) -> torch.Tensor | tuple:
+    """``--inputs FILE.pt`` (a tensor or a tuple of tensors) or ``--input-shape 1,64`` (uniform in [-1, 1],
+    seeded by ``--seed``)."""
+    if (args.inputs is None) == (args.input_shape is None):
+        raise ConfigError("give example inputs: --input-shape B,D,... or --inputs FILE.pt (one of them)")
+    if args.inputs is not None:
+        if not Path(args.inputs).is_file():
+            raise ConfigError(f"{args.inputs}: no such file")
+        try:
+            inputs = torch.load(args.inputs, weights_only=True, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 (any load failure is a bad file for the user)
+            raise ConfigError(f"{args.inputs}: not a torch file of tensors ({type(exc).__name__}: {exc})") from exc
+        if isinstance(inputs, list):
+            inputs = tuple(inputs)
+        if not isinstance(inputs, torch.Tensor | tuple):
+            raise ConfigError(f"{args.inputs}: holds a {type(inputs).__name__}; save a tensor or a tuple of tensors")
+        return inputs
+    try:
+        shape = tuple(int(n) for n in args.input_shape.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--input-shape: comma-separated integers, e.g. 1,64 (got {args.input_shape!r})") from exc
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"--input-shape: every dimension must be positive (got {args.input_shape!r})")
+    generator = torch.Generator().manual_seed(args.seed)
+    return torch.rand(shape, generator=generator) * 2 - 1
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    model = _load_module(args.model)
+    chip = ChipConfig.load(args.chip)
+    inputs = _example_inputs(args)
+    constants = crossbar.EnergyConstants.load(args.constants)  # checked before the (slower) compile
+    analog = crossbar.compile(model, chip, seed=args.seed)
+    result = crossbar.estimate(analog, inputs, constants=constants)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result)
+    if args.plot:
+        result.plot(args.plot)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     chip = ChipConfig.load(args.chip)
     result, mapping = demo.run(chip, instances=args.instances)
     print(mapping)
     print()
     print(demo.format_result(result, chip.name))
+    print()
+    print(demo.energy(chip))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     map_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     map_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     map_cmd.set_defaults(run=cmd_map)
+    est = commands.add_parser("estimate", help="energy and latency per inference of a saved torch module on a chip")
+    est.add_argument("model", help="a file written by torch.save(model, path)")
+    est.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
+    est.add_argument("--input-shape", help="example inputs of this shape, uniform in [-1, 1], e.g. 1,64")
+    est.add_argument("--inputs", help="example inputs: a file written by torch.save(tensor or tuple, path)")
+    est.add_argument("--constants", help="JSON file overriding shared energy constants (docs/energy.md)")
+    est.add_argument("--seed", type=int, default=0, help="chip instance and --input-shape draw (default: 0)")
+    est.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    est.add_argument("--plot", help="write the energy breakdown figure here (.png, .pdf or .svg)")
+    est.set_defaults(run=cmd_estimate)
     demo_cmd = commands.add_parser("demo", help="the built-in digits MLP, float vs on the chip")
     demo_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     demo_cmd.add_argument("--instances", type=int, default=5, help="chip instances to average over")

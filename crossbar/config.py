@@ -21,6 +21,9 @@ from typing import Any
 MIN_BITS = 2
 MAX_BITS = 24
 DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes")
+INPUT_ENCODINGS = ("pwm", "bit_serial", "voltage")
+ADC_LAWS = ("sar", "murmann")
+DIGITAL_FORMATS = ("int8", "int32", "fp16", "fp32")
 
 
 class ConfigError(ValueError):
@@ -227,6 +230,47 @@ class WireConfig:
         return self.r_wl == 0 and self.r_bl == 0
 
 
+@dataclass(frozen=True)
+class EnergyConfig:
+    """What a chip's energy and latency depend on (``crossbar.estimate``; docs/energy.md).
+
+    ``node_nm``: CMOS process node, nm; ``vdd``: digital supply, V; ``clock_hz``: main clock, Hz.
+    ``input_encoding``: how a DAC code reaches the word line: ``"pwm"`` (one pulse of ``v_read`` lasting
+    |code| clock cycles), ``"bit_serial"`` (one read of ``integration_time`` per magnitude bit, results shifted
+    and added digitally) or ``"voltage"`` (an amplitude DAC: ``v_read * code / L`` for ``integration_time``).
+    ``integration_time``: one read, s (bit-serial and voltage encodings). ``adc_law``: ``"sar"`` (NeuroSim's
+    SAR ADC) or ``"murmann"`` (the Murmann-survey bound, as CiMLoop's ADC model). ``adc_share``: columns that
+    share one ADC. ``digital_format``: number format of the digital units (``int8``, ``int32``, ``fp16``,
+    ``fp32``); ``digital_lanes``: digital operations per clock cycle. ``source``: where the values come from.
+    """
+
+    node_nm: float = 14.0
+    vdd: float = 0.8
+    clock_hz: float = 1e9
+    input_encoding: str = "pwm"
+    integration_time: float = 1e-8
+    adc_law: str = "sar"
+    adc_share: int = 1
+    digital_format: str = "fp16"
+    digital_lanes: int = 256
+    source: str = "crossbar defaults: a 14 nm chip with HERMES-like periphery (docs/energy.md)"
+
+    def __post_init__(self) -> None:
+        for name in ("node_nm", "vdd", "clock_hz", "integration_time"):
+            _check_positive(getattr(self, name), f"energy.{name}")
+        _check_choice(self.input_encoding, INPUT_ENCODINGS, "energy.input_encoding")
+        _check_choice(self.adc_law, ADC_LAWS, "energy.adc_law")
+        _check_choice(self.digital_format, DIGITAL_FORMATS, "energy.digital_format")
+        for name in ("adc_share", "digital_lanes"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"energy.{name}",
+                f"must be a positive integer (got {value!r})",
+            )
+        _check(isinstance(self.source, str), "energy.source", "must be a string")
+
+
 _SECTIONS = {
     "tile": TileConfig,
     "dac": DACConfig,
@@ -235,6 +279,7 @@ _SECTIONS = {
     "device": DeviceConfig,
     "read_noise": ReadNoiseConfig,
     "wires": WireConfig,
+    "energy": EnergyConfig,
 }
 
 
@@ -258,6 +303,7 @@ class ChipConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     read_noise: ReadNoiseConfig = field(default_factory=ReadNoiseConfig)
     wires: WireConfig = field(default_factory=WireConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
     def __post_init__(self) -> None:
         for name, cls in _SECTIONS.items():

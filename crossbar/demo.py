@@ -88,6 +88,13 @@ def run(chip: ChipConfig | None = None, instances: int = 5) -> tuple[DemoResult,
     return result, mapping
 
 
+def energy(chip: ChipConfig | None = None) -> crossbar.EnergyReport:
+    """Energy and latency per inference of the demo model on ``chip`` (default preset), from the test digits."""
+    chip = chip or ChipConfig.preset("default")
+    _, _, x_test, _ = digits_split()
+    return crossbar.estimate(crossbar.compile(load_model(), chip), x_test)
+
+
 def format_result(result: DemoResult, chip_name: str) -> str:
     acc = np.array(result.chip_accuracies)
     return (

@@ -31,7 +31,9 @@ class AnalogTiles:
     ``weights`` (in, out) float32 numpy, the effective weights the programmed conductances realise, row block r
     occupying rows ``grid.row_slice(r)``; ``digital_scale`` (R, out), turning tile outputs back into weight
     units (weight scaling times drift compensation); ``full_scale`` (R, out), the ADC range of every tile
-    column; ``cell_variance`` (in, out) or None, per-cell read-noise variance times digital_scale**2.
+    column; ``cell_variance`` (in, out) or None, per-cell read-noise variance times digital_scale**2;
+    ``row_conductance`` (in,) float64, siemens: the programmed conductances (at ``t_inference``, all devices)
+    each word line drives, summed over the layer's columns, for the array energy sum V^2 G t.
     Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
     """
 
@@ -58,7 +60,11 @@ class AnalogTiles:
         if not chip.wires.ideal:
             read = self._with_ir_drop(read)
         # Padding cells are not on the computed path: zero them so no statistic counts them.
-        realised = effective_weights(read, chip.mapping) * grid.pad(np.ones_like(crossbar_matrix))
+        used = grid.pad(np.ones_like(crossbar_matrix))
+        realised = effective_weights(read, chip.mapping) * used
+        # Energy (crossbar.energy): conductance each word line drives, summed over its devices and columns.
+        per_row = np.sum(conductances.at_inference * used, axis=(0, 3, 4)).reshape(-1)
+        self.row_conductance = per_row[: grid.in_features]
         gain = np.ones_like(scales)
         if chip.device.drift_compensation and chip.device.model != "none":
             gain = self._drift_compensation(normalised, realised)

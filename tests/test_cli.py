@@ -61,4 +61,33 @@ def test_demo_keeps_accuracy_on_the_default_chip():
 def test_demo_console_script_runs():
     result = subprocess.run(["crossbar", "demo", "--instances", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "float" in result.stdout and "chip default" in result.stdout
+    assert "float" in result.stdout and "chip default" in result.stdout and "TOPS/W" in result.stdout
+
+
+def test_estimate_prints_table_json_and_plot(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    torch.save(nn.Sequential(nn.Linear(64, 40), nn.ReLU(), nn.Linear(40, 3)), path)
+    code, table, err = run_cli("estimate", str(path), "--input-shape", "4,64", "--chip", "default")
+    assert code == 0, err
+    assert "TOPS/W" in table and "chip default" in table
+    inputs = tmp_path / "x.pt"
+    torch.save(torch.rand(2, 64, generator=torch.Generator().manual_seed(0)), inputs)
+    plot = str(tmp_path / "e.png")
+    code, out, err = run_cli("estimate", str(path), "--inputs", str(inputs), "--json", "--plot", plot)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["batch"] == 2 and data["ops_per_inference"] == 2 * (64 * 40 + 40 * 3)
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    constants = tmp_path / "constants.json"
+    constants.write_text(json.dumps({"sram_64bit": -1}))
+    for args, message in [
+        (("estimate", str(path)), "give example inputs"),
+        (("estimate", str(path), "--input-shape", "4,x"), "comma-separated integers"),
+        (("estimate", str(path), "--inputs", str(tmp_path / "none.pt")), "no such file"),
+        (("estimate", str(path), "--input-shape", "4,64", "--chip", "nope"), "unknown preset"),
+        (("estimate", str(path), "--input-shape", "4,64", "--constants", str(constants)), "sram_64bit"),
+    ]:
+        code, _, err = run_cli(*args)
+        assert code == 2 and message in err, err
+        assert "Traceback" not in err

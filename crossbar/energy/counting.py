@@ -1,0 +1,195 @@
+"""Activity of one forward pass, counted by forward hooks: what each module did, before any pricing.
+
+Tiled layers are counted from the DAC codes their tiles actually convert and the conductances they actually
+hold; other modules from their ``digital_ops`` method (the protocol of docs/energy.md) or, for standard
+modules, from their shapes (``crossbar.energy.shapes``). Nothing here runs outside ``crossbar.estimate``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossbar.config import ChipConfig
+from crossbar.energy.laws import format_bytes
+from crossbar.energy.shapes import standard_ops
+from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.periphery import levels
+from crossbar.tiles import AnalogTiles
+
+DIGITAL_KEYS = ("add", "mul", "mac", "nonlinear")
+PROTOCOL_KEYS = (*DIGITAL_KEYS, "memory_bytes")
+
+
+@dataclass
+class Activity:
+    """What one module did over the counted forward pass (all calls summed).
+
+    ``vectors``: input vectors through its tiles; ``cycles``: array reads per vector; ``window``: one read, s;
+    ``dac_actions`` of a ``dac_bits``-bit DAC (word-line pulses for PWM and bit-serial inputs);
+    ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J; ``macs`` of
+    matrix products; ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
+    """
+
+    name: str
+    kind: str
+    placement: str
+    calls: int = 0
+    vectors: int = 0
+    cycles: int = 0
+    window: float = 0.0
+    dac_bits: int = 0
+    dac_actions: float = 0.0
+    adc_bits: int = 0
+    adc_conversions: float = 0.0
+    array_energy: float = 0.0
+    macs: float = 0.0
+    digital: dict[str, float] = field(default_factory=dict)
+    memory_bytes: float = 0.0
+
+    def add_digital(self, ops: dict[str, float]) -> None:
+        for key, value in ops.items():
+            if key == "memory_bytes":
+                self.memory_bytes += value
+            else:
+                self.digital[key] = self.digital.get(key, 0.0) + value
+
+
+def _popcount(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Number of 1 bits of each non-negative integer code (float array), over ``bits`` bits."""
+    ints = codes.astype(np.int64)
+    return sum(((ints >> k) & 1) for k in range(bits)).astype(np.float64)
+
+
+def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> None:
+    tile: AnalogTiles = module.tile
+    chip, grid = tile.chip, tile.grid
+    energy = chip.energy
+    if chip.dac.bits is None or chip.adc.bits is None:
+        raise ValueError(
+            f"crossbar.estimate: chip {chip.name!r} has no dac.bits / adc.bits; energy needs the converters' "
+            "resolution (the ideal preset has none; use a chip with quantization)"
+        )
+    n_levels = levels(chip.dac.bits)
+    unit, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
+    codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
+    batch = x2d.shape[0]
+    if energy.input_encoding == "pwm":  # one pulse of v_read, |code| clock cycles long
+        per_input, cycles = codes / energy.clock_hz, 1
+        window, dac_bits, dac_actions = n_levels / energy.clock_hz, 1, np.count_nonzero(codes)
+    elif energy.input_encoding == "bit_serial":  # one read per magnitude bit, v_read on the rows whose bit is 1
+        cycles = chip.dac.bits - 1
+        ones = _popcount(codes, cycles)
+        window, dac_bits, dac_actions = energy.integration_time, 1, ones.sum()
+        per_input = ones * window
+    else:  # amplitude DAC: v_read * code / L for one read
+        per_input, cycles = (codes / n_levels) ** 2 * energy.integration_time, 1
+        window, dac_bits, dac_actions = energy.integration_time, chip.dac.bits, codes.size
+    activity.array_energy += chip.mapping.v_read**2 * float(np.sum(per_input @ tile.row_conductance))
+    activity.vectors += batch
+    activity.cycles, activity.window, activity.dac_bits, activity.adc_bits = cycles, window, dac_bits, chip.adc.bits
+    activity.dac_actions += float(dac_actions)
+    activity.adc_conversions += float(batch * grid.row_blocks * grid.out_features * cycles)
+    activity.macs += float(batch * grid.in_features * grid.out_features)
+    outputs = batch * grid.out_features
+    # per tile output: times the digital scale and the input scale; sum row blocks (and bit-serial shifts), bias
+    activity.add_digital(
+        {
+            "mul": 2.0 * grid.row_blocks * outputs,
+            "add": float(outputs * (grid.row_blocks * cycles - 1) + (outputs if module.bias is not None else 0)),
+        }
+    )
+    in_bytes = math.ceil(chip.dac.bits / 8)
+    activity.memory_bytes += batch * (grid.in_features * in_bytes + grid.out_features * format_bytes(energy))
+
+
+def _count_digital_tile(activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int) -> None:
+    batch = x2d.shape[0]
+    macs = float(batch * module.in_features * module.out_features)
+    weight_bits = module.digital_bits[0]
+    weight_bytes = value_bytes if weight_bits is None else math.ceil(weight_bits / 8)
+    activity.macs += macs
+    activity.add_digital({"mac": macs, "add": float(batch * module.out_features) if module.bias is not None else 0.0})
+    # weights read from the buffer once per call (reused across the batch), activations in and out
+    activity.memory_bytes += module.in_features * module.out_features * weight_bytes
+    activity.memory_bytes += batch * (module.in_features + module.out_features) * value_bytes
+
+
+def _protocol_ops(name: str, module: nn.Module, inputs: tuple, output: object) -> dict[str, float]:
+    ops = module.digital_ops(inputs, output)
+    if not isinstance(ops, dict):
+        raise TypeError(f"{name}.digital_ops must return a dict of operation counts, got {type(ops).__name__}")
+    for key, value in ops.items():
+        if key not in PROTOCOL_KEYS:
+            raise ValueError(f"{name}.digital_ops: unknown key {key!r}; use {', '.join(PROTOCOL_KEYS)}")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if not ok:
+            raise ValueError(f"{name}.digital_ops: {key} must be a finite non-negative number (got {value!r})")
+    return {key: float(value) for key, value in ops.items()}
+
+
+class ActivityCounter:
+    """Forward hooks on every module of a compiled model; ``activities`` after one forward pass."""
+
+    def __init__(self, model: nn.Module, chip: ChipConfig) -> None:
+        self.model, self.chip = model, chip
+        self.value_bytes = format_bytes(chip.energy)
+        self.activities: dict[str, Activity] = {}
+        self.unpriced: set[str] = set()
+        self._names = {module: name or "(model)" for name, module in model.named_modules()}
+
+    def _activity(self, module: nn.Module, placement: str) -> Activity:
+        name = self._names[module]
+        if name not in self.activities:
+            kind = type(module).__name__
+            self.activities[name] = Activity(name, kind, placement)
+        return self.activities[name]
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: object) -> None:
+        name = self._names[module]
+        if isinstance(module, TiledLinear):
+            x = module._channels_last(inputs[0]) if isinstance(module, TiledConv1d) else inputs[0]
+            x2d = module._as_matrix(x).detach().numpy()
+            activity = self._activity(module, module.placement)
+            if isinstance(module.tile, AnalogTiles):
+                _count_analog(activity, module, x2d)
+            else:
+                _count_digital_tile(activity, module, x2d, self.value_bytes)
+        else:
+            if callable(getattr(module, "digital_ops", None)):
+                ops = _protocol_ops(name, module, inputs, output)
+            elif list(module.children()):
+                return  # a container: its children are counted by their own hooks
+            else:
+                ops = standard_ops(module, inputs, output, self.value_bytes)
+                if ops is None:
+                    self.unpriced.add(f"{name} ({type(module).__name__})")
+                    return
+            if not ops:
+                return  # free (Identity, Dropout, ...)
+            activity = self._activity(module, "digital")
+            activity.add_digital(ops)
+            activity.macs += ops.get("mac", 0.0)
+        activity.calls += 1
+
+    def run(self, inputs: tuple) -> dict[str, Activity]:
+        """One forward pass of the model on ``inputs`` (positional arguments), counting everything."""
+        hooks = [module.register_forward_hook(self._hook) for module in self.model.modules()]
+        try:
+            with torch.no_grad():
+                self.model(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if self.unpriced:
+            warnings.warn(
+                "crossbar.estimate: not priced (unknown module types; give them a digital_ops method, "
+                f"docs/energy.md): {', '.join(sorted(self.unpriced))}",
+                stacklevel=3,
+            )
+        return self.activities

@@ -1,0 +1,216 @@
+"""Energy and latency (crossbar.estimate): closed forms, scaling laws, the digital_ops protocol, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import crossbar
+from crossbar import ChipConfig, ConfigError, EnergyConstants
+from crossbar.energy.laws import digital_prices, murmann_adc_energy, sar_adc_energy, sar_power_coefficients
+
+# Exact physics, no noise: every programmed conductance is on target.
+CLEAN = {"device": {"model": "none"}, "read_noise": {"output_std": 0.0}, "wires": {"r_wl": 0.0, "r_bl": 0.0}}
+
+
+def clean_chip(**changes):
+    sections = {k: dict(v) for k, v in CLEAN.items()}
+    for section, values in changes.items():
+        sections.setdefault(section, {}).update(values)
+    return ChipConfig.preset("default").replace(**sections)
+
+
+def linear(weight, bias=None):
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return nn.Sequential(layer)
+
+
+def random_case(rows=256, cols=256, batch=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.rand(cols, rows, generator=generator) * 2 - 1
+    x = torch.rand(batch, rows, generator=generator) * 2 - 1
+    return weight, x
+
+
+def components(report):
+    return report.by_component
+
+
+def test_array_energy_is_sum_v2_g_t_of_the_codes_on_the_word_lines():
+    """All weights +1: every G+ is g_max and every G- is g_min = 0, so E = v^2 g_max cols sum_i t_i."""
+    rows, cols, batch = 64, 32, 3
+    codes = torch.randint(-127, 128, (batch, rows), generator=torch.Generator().manual_seed(1)).float()
+    x = codes / 127.0
+    model = linear(torch.ones(cols, rows))
+    for encoding in ("pwm", "voltage", "bit_serial"):
+        chip = clean_chip(dac={"mode": "fixed", "input_range": 1.0}, energy={"input_encoding": encoding})
+        report = crossbar.estimate(crossbar.compile(model, chip), x)
+        e, v, g = chip.energy, chip.mapping.v_read, chip.mapping.g_max
+        k = codes.abs().numpy().astype(np.int64)
+        if encoding == "pwm":
+            seconds = k / e.clock_hz
+        elif encoding == "voltage":
+            seconds = (k / 127.0) ** 2 * e.integration_time
+        else:
+            seconds = np.array([[bin(int(c)).count("1") for c in row] for row in k]) * e.integration_time
+        expected = v**2 * g * cols * seconds.sum() / batch
+        assert components(report)["array"] == pytest.approx(expected, rel=1e-6), encoding
+
+
+def test_doubling_adc_bits_changes_only_the_adc_term_by_its_law():
+    weight, x = random_case()
+    reports = {}
+    for law in ("sar", "murmann"):
+        for bits in (4, 8):
+            chip = clean_chip(adc={"bits": bits}, energy={"adc_law": law})
+            reports[law, bits] = crossbar.estimate(crossbar.compile(linear(weight), chip), x)
+    node = ChipConfig.preset("default").energy.node_nm
+    a, b = sar_power_coefficients(node)
+    sar_ratio = (8 * a + b) * 9 / ((4 * a + b) * 5)  # NeuroSim: (a bits + b) (bits + 1) steps
+    murmann_ratio = 10 ** (6.02059991 * 4 / 10)  # same sample rate, SNDR up by 4 x 6.02 dB: 256x
+    for law, ratio in (("sar", sar_ratio), ("murmann", murmann_ratio)):
+        low, high = components(reports[law, 4]), components(reports[law, 8])
+        assert high["adc"] / low["adc"] == pytest.approx(ratio, rel=1e-9), law
+        for other in ("dac", "array", "digital", "movement"):
+            assert high[other] == pytest.approx(low[other], rel=1e-12), (law, other)
+        assert reports[law, 8].latency == pytest.approx(reports[law, 4].latency, rel=1e-12)
+    assert sar_adc_energy(8, 14.0, EnergyConstants()) == pytest.approx((0.4710 * 8 + 1.9529) * 1e-6 * 9e-9)
+    assert murmann_adc_energy(8, 1e6, EnergyConstants()) == pytest.approx(
+        1 / (2 * 10 ** ((180.14159078904734 - 49.92) / 10)), rel=1e-3
+    )
+
+
+def test_doubling_the_tiles_doubles_adc_array_and_output_work_only():
+    """Duplicating the output rows puts the same conductances on a second tile column."""
+    weight, x = random_case(rows=200, cols=256, batch=4)
+    chip = clean_chip()
+    one = crossbar.estimate(crossbar.compile(linear(weight), chip), x)
+    two = crossbar.estimate(crossbar.compile(linear(torch.cat([weight, weight])), chip), x)
+    assert crossbar.report(crossbar.compile(linear(torch.cat([weight, weight])), chip)).analog_tiles == 2
+    c1, c2 = components(one), components(two)
+    assert c2["dac"] == pytest.approx(c1["dac"], rel=1e-12)  # the same inputs drive both tiles
+    for term in ("adc", "array", "digital"):
+        assert c2[term] == pytest.approx(2 * c1[term], rel=1e-6), term
+    price = digital_prices(chip.energy, EnergyConstants())["memory_bytes"]
+    assert c2["movement"] - c1["movement"] == pytest.approx(256 * 2 * price, rel=1e-9)  # 256 more fp16 outputs
+    # tiles work in parallel: the analog time is the same, only the digital lanes take longer
+    lanes = chip.energy.digital_lanes * chip.energy.clock_hz
+    assert two.latency - one.latency == pytest.approx(2 * 256 / lanes, rel=1e-9)
+    assert two.ops == pytest.approx(2 * one.ops)
+
+
+def test_batch_changes_totals_not_energy_per_inference():
+    weight, x = random_case(batch=5)
+    analog = crossbar.compile(linear(weight, torch.zeros(256)), clean_chip())
+    one = crossbar.estimate(analog, x)
+    two = crossbar.estimate(analog, torch.cat([x, x]))
+    assert two.batch == 2 * one.batch
+    for term, value in components(one).items():
+        assert components(two)[term] == pytest.approx(value, rel=1e-12), term
+    assert two.latency == pytest.approx(one.latency, rel=1e-12)
+    assert two.energy * two.batch == pytest.approx(2 * one.energy * one.batch, rel=1e-12)
+
+
+def test_counts_follow_the_data_zero_inputs_cost_no_pulses_or_array_energy():
+    weight, x = random_case(batch=2)
+    analog = crossbar.compile(linear(weight), clean_chip(dac={"mode": "fixed"}))
+    busy = components(crossbar.estimate(analog, x))
+    idle = components(crossbar.estimate(analog, torch.zeros_like(x)))
+    assert idle["dac"] == 0 and idle["array"] == 0 and busy["dac"] > 0 and busy["array"] > 0
+    assert idle["adc"] == busy["adc"]  # every column is converted anyway
+
+
+class Gate(nn.Module):
+    """y = x * sigmoid(x) in its own code, declared through the digital_ops protocol."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+    def digital_ops(self, inputs, output):
+        n = inputs[0].numel()
+        return {"mul": n, "nonlinear": n, "memory_bytes": 2 * n}
+
+
+def test_digital_ops_protocol_prices_a_modules_own_work():
+    weight, x = random_case(rows=64, cols=32, batch=3)
+    model = nn.Sequential(linear(weight)[0], Gate(), nn.LayerNorm(32), nn.Tanh())
+    chip = clean_chip()
+    report = crossbar.estimate(crossbar.compile(model, chip), x)
+    prices = digital_prices(chip.energy, EnergyConstants())
+    rows = {layer.name: layer for layer in report.layers}
+    n = 32  # per inference
+    assert rows["1"].energy["digital"] == pytest.approx(n * (prices["mul"] + prices["nonlinear"]), rel=1e-12)
+    assert rows["1"].energy["movement"] == pytest.approx(2 * n * prices["memory_bytes"], rel=1e-12)
+    assert rows["2"].energy["digital"] == pytest.approx(
+        3 * n * (prices["add"] + prices["mul"]) + prices["nonlinear"], rel=1e-12
+    )
+    assert rows["3"].energy["digital"] == pytest.approx(n * prices["nonlinear"], rel=1e-12)
+    assert prices["nonlinear"] == pytest.approx(4 * (prices["add"] + prices["mul"]))
+
+
+def test_bad_digital_ops_and_unknown_modules_are_reported():
+    class Bad(Gate):
+        def digital_ops(self, inputs, output):
+            return {"flops": 3}
+
+    class Negative(Gate):
+        def digital_ops(self, inputs, output):
+            return {"mul": -1}
+
+    class Mystery(nn.Module):
+        def forward(self, x):
+            return x.cumsum(-1)
+
+    weight, x = random_case(rows=16, cols=8, batch=2)
+    for module, message in ((Bad(), "1.digital_ops: unknown key 'flops'"), (Negative(), "mul must be a finite")):
+        analog = crossbar.compile(nn.Sequential(linear(weight)[0], module), clean_chip())
+        with pytest.raises(ValueError, match=message):
+            crossbar.estimate(analog, x)
+    analog = crossbar.compile(nn.Sequential(linear(weight)[0], Mystery()), clean_chip())
+    with pytest.warns(UserWarning, match=r"not priced.*1 \(Mystery\)"):
+        crossbar.estimate(analog, x)
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    weight, x = random_case(rows=16, cols=8, batch=2)
+    analog = crossbar.compile(linear(weight), clean_chip())
+    for bad in (-1e-12, float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="energy constant dac_1bit: must be a finite positive"):
+            crossbar.estimate(analog, x, constants={"dac_1bit": bad})
+    with pytest.raises(ConfigError, match="energy constant nope: unknown"):
+        crossbar.estimate(analog, x, constants={"nope": 1.0})
+    with pytest.raises(ValueError, match="was not compiled"):
+        crossbar.estimate(linear(weight), x)
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        ChipConfig.preset("nope")
+    with pytest.raises(ConfigError, match="energy.adc_law: must be one of sar, murmann"):
+        ChipConfig.preset("default").replace(energy={"adc_law": "flash"})
+    with pytest.raises(ConfigError, match="energy.adc_share: must be a positive integer"):
+        ChipConfig.preset("default").replace(energy={"adc_share": 0})
+    with pytest.raises(ValueError, match="no dac.bits / adc.bits"):
+        crossbar.estimate(crossbar.compile(linear(weight), "ideal"), x)
+    report = crossbar.estimate(analog, x)
+    with pytest.raises(ValueError, match="use a .png, .pdf or .svg"):
+        report.plot(tmp_path / "energy.txt")
+    report.plot(tmp_path / "energy.png")
+    assert (tmp_path / "energy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["energy.png"]  # no temporary file left behind
+
+
+def test_report_dict_and_table_agree():
+    weight, x = random_case(rows=300, cols=40, batch=2)
+    model = nn.Sequential(linear(weight)[0], nn.ReLU())
+    report = crossbar.estimate(crossbar.compile(model, clean_chip()), x)
+    data = report.to_dict()
+    assert data["energy_per_inference_J"] == pytest.approx(sum(layer["total_J"] for layer in data["layers"]))
+    assert data["tops_per_watt"] == pytest.approx(data["ops_per_inference"] / data["energy_per_inference_J"] / 1e12)
+    assert data["ops_per_inference"] == 2 * 300 * 40
+    text = str(report)
+    assert "TOPS/W" in text and "ReLU" in text and "total" in text
+    assert math.isfinite(report.tops) and report.tops > 0
