@@ -20,7 +20,7 @@ from typing import Any
 
 MIN_BITS = 2
 MAX_BITS = 24
-DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes")
+DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes", "profile")
 
 
 class ConfigError(ValueError):
@@ -168,6 +168,10 @@ class DeviceConfig:
     ``reram_wan2022`` has no drift or read-noise coefficients: aihwkit redraws its conductances around the
     targets with the fit at ``t_inference`` (1, 86400 or 172800 s), scaled by ``prog_noise_scale``; its
     ``drift_scale`` and ``read_noise_scale`` are not used.
+    ``"profile"``: a device profile fitted from measurements (``calibration``), named by ``profile``: a
+    shipped preset (e.g. ``"techc"``) or the path of a profile JSON file; it is loaded and validated here
+    (``profile`` is not used by the other models).
+    The scales multiply its programming / relaxation std, drift exponents and read-noise std.
     """
 
     model: str = "pcm"
@@ -176,9 +180,22 @@ class DeviceConfig:
     prog_noise_scale: float = 1.0
     drift_scale: float = 1.0
     read_noise_scale: float = 1.0
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice(self.model, DEVICE_MODELS, "device.model")
+        if self.model == "profile":
+            _check(
+                isinstance(self.profile, str) and self.profile != "",
+                "device.profile",
+                f"model 'profile' needs a profile preset name or JSON path (got {self.profile!r})",
+            )
+            from calibration.profile import ProfileError, load_profile  # calibration imports this module
+
+            try:
+                load_profile(self.profile)
+            except ProfileError as exc:
+                raise ConfigError(f"device.profile: {exc}") from None
         _check_positive(self.t_inference, "device.t_inference", allow_zero=True)
         _check(isinstance(self.drift_compensation, bool), "device.drift_compensation", "must be true or false")
         for name in ("prog_noise_scale", "drift_scale", "read_noise_scale"):
