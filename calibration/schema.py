@@ -3,7 +3,7 @@
 Every dataset carries a ``units`` attribute with its SI unit ("S", "s", "Hz", "V", "K", or "1" for a count
 or an index). Layout (``docs/calibration.md`` documents every entry):
 
-/                      attrs: schema, schema_version, source, licence, importer, created
+/                      attrs: schema, schema_version, source, licence, importer
 /device                attrs: technology
     g_max              ()               S   largest conductance of the device range (required)
     read_voltage       ()               V   optional
@@ -29,7 +29,6 @@ At least one of programming, relaxation, read_noise is present.
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 from dataclasses import dataclass, field
@@ -139,7 +138,6 @@ def to_bytes(measurements: Measurements) -> bytes:
         h5.attrs["source"] = measurements.source
         h5.attrs["licence"] = measurements.licence
         h5.attrs["importer"] = measurements.importer
-        h5.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         device = h5.create_group("device")
         device.attrs["technology"] = measurements.technology
         for name, (unit, _, _) in DEVICE_DATASETS.items():

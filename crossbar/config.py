@@ -184,6 +184,10 @@ class DeviceConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self.model, DEVICE_MODELS, "device.model")
+        _check_positive(self.t_inference, "device.t_inference", allow_zero=True)
+        _check(isinstance(self.drift_compensation, bool), "device.drift_compensation", "must be true or false")
+        for name in ("prog_noise_scale", "drift_scale", "read_noise_scale"):
+            _check_positive(getattr(self, name), f"device.{name}", allow_zero=True)
         if self.model == "profile":
             _check(
                 isinstance(self.profile, str) and self.profile != "",
@@ -193,13 +197,14 @@ class DeviceConfig:
             from calibration.profile import ProfileError, load_profile  # calibration imports this module
 
             try:
-                load_profile(self.profile)
+                start, stop = load_profile(self.profile).time_range
             except ProfileError as exc:
                 raise ConfigError(f"device.profile: {exc}") from None
-        _check_positive(self.t_inference, "device.t_inference", allow_zero=True)
-        _check(isinstance(self.drift_compensation, bool), "device.drift_compensation", "must be true or false")
-        for name in ("prog_noise_scale", "drift_scale", "read_noise_scale"):
-            _check_positive(getattr(self, name), f"device.{name}", allow_zero=True)
+            _check(
+                start <= self.t_inference <= stop,
+                "device.t_inference",
+                f"profile {self.profile!r} is measured from {start:g} to {stop:g} s (got {self.t_inference!r})",
+            )
 
 
 @dataclass(frozen=True)

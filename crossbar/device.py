@@ -57,7 +57,7 @@ def noise_model(device: DeviceConfig, mapping: MappingConfig) -> BaseNoiseModel 
             profile = load_profile(device.profile)
         except ProfileError as exc:
             raise ConfigError(f"device.profile: {exc}") from None
-        return _profile_model(profile, mapping.g_max, device)
+        return ProfileNoiseModel(profile, g_max_us, device)  # DeviceConfig checked t_inference against it
     if device.model == "hermes":
         if g_max_us > HERMES_G_MAX_US * (1 + 1e-9):
             raise ConfigError(
@@ -182,20 +182,9 @@ class ProfileNoiseModel(BaseNoiseModel):
         return g
 
 
-def _profile_model(profile: DeviceProfile, g_max: float, device: DeviceConfig) -> ProfileNoiseModel:
-    start, stop = profile.time_range
-    if not start <= device.t_inference <= stop:
-        raise ConfigError(
-            f"device.t_inference: profile {profile.name!r} is measured from {start:g} to {stop:g} s "
-            f"(got {device.t_inference:g})"
-        )
-    return ProfileNoiseModel(profile, g_max * MICRO, device)
-
-
 def program_profile(
     profile: DeviceProfile, targets: np.ndarray, t_inference: float, seed: int, g_max: float | None = None
 ) -> np.ndarray:
     """Target conductances (S, any shape) programmed with a profile and read at ``t_inference`` s (S)."""
-    device = DeviceConfig(model="none", t_inference=t_inference)
-    model = _profile_model(profile, profile.g_max if g_max is None else g_max, device)
+    model = ProfileNoiseModel(profile, (profile.g_max if g_max is None else g_max) * MICRO)
     return _sample(model, targets, float(t_inference), seed).at_inference
