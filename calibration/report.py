@@ -77,8 +77,10 @@ def format_fit(result: FitResult) -> str:
 
 def plot_fit(result: FitResult, path: str | os.PathLike) -> None:
     """Measured (points) and fitted (lines) std and mean offset per level, one colour per time; PNG, atomic."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("plot: needs matplotlib (pip install matplotlib)") from None
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
