@@ -63,7 +63,7 @@ class PowerLaw:
     """Drift g(t) = g(0) ((t + t0) / t0)^-nu with nu ~ |N(nu_mean, nu_std)| per level (as aihwkit's PCM models).
 
     ``levels`` (L,) S, ``nu_mean``, ``nu_std`` (L,), ``t0`` s, ``cells`` the number of cells fitted per level,
-    ``excluded`` cells left out (a non-positive read: log undefined).
+    ``excluded`` cells left out (a non-positive read, log undefined, or no first read).
     """
 
     t0: float

@@ -154,7 +154,7 @@ def _fit_relaxation(data: Measurements, base: dict, order: int) -> FitResult:
     law = fit_power_law(assign_levels(r.target_conductance)[0], stats.target, r.conductance, r.time)
     drift = _power_law_drift(law) if law is not None else None
     if law is not None and law.excluded:
-        result.notes.append(f"power law: {law.excluded} cells with a non-positive read left out of the nu fit")
+        result.notes.append(f"power law: {law.excluded} cells with a non-positive or missing first read not fitted")
     if drift is None:
         result.notes.append("power law: not fitted (fewer than 3 times or no level with positive reads)")
         return result

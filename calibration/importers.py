@@ -51,14 +51,23 @@ def _licence(path: Path) -> str:
     return ""
 
 
-def _settings(path: Path) -> dict:
-    settings = path.parent / "settings.json"
-    if not settings.is_file():
-        raise SchemaError(f"{path}: no settings.json next to it (it gives gmax and fs)")
+def _levy_file(path: Path, importer: str, keys: tuple[str, ...]) -> tuple[dict, list[float]]:
+    """Metadata of a file of the RRAM-Relaxation-Master-Model data and the ``keys`` of its settings.json."""
+    settings_path = path.parent / "settings.json"
+    if not settings_path.is_file():
+        raise SchemaError(f"{path}: no settings.json next to it (it gives {', '.join(keys)})")
     try:
-        return json.loads(settings.read_text())
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{settings}: not valid JSON ({exc})") from exc
+        settings = json.loads(settings_path.read_text())
+        values = [float(settings[key]) for key in keys]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SchemaError(f"{settings_path}: needs numbers {', '.join(keys)} ({type(exc).__name__}: {exc})") from None
+    metadata = {
+        "technology": path.parent.name,
+        "source": f"{path.parent.name}/{path.name} (RRAM-Relaxation-Master-Model data, A. Levy)",
+        "licence": _licence(path),
+        "importer": importer,
+    }
+    return metadata, values
 
 
 def _pivot(cells: np.ndarray, targets: np.ndarray, times: np.ndarray, conductance: np.ndarray, where: str):
@@ -150,7 +159,7 @@ def _load_tsv(path: Path, columns: int) -> np.ndarray:
 def import_techc_relaxation(path: str | os.PathLike) -> Measurements:
     """The techC relaxation table (see module docstring): ~16k cells at 6 nominal times."""
     path = Path(path)
-    g_max = float(_settings(path)["gmax"])
+    metadata, (g_max,) = _levy_file(path, "techc-relaxation", ("gmax",))
     data = _load_tsv(path, 7)
     finite = np.all(np.isfinite(data[:, [0, 3, 5, 6]]), axis=1)
     data = data[finite]
@@ -158,11 +167,8 @@ def import_techc_relaxation(path: str | os.PathLike) -> Measurements:
     cells, target, times, table = _pivot(data[:, 0].astype(np.int64), target, data[:, 6], data[:, 3], str(path))
     relaxation = Relaxation(cell=cells, target_conductance=target, time=times, conductance=table)
     return Measurements(
-        technology=path.parent.name,
+        **metadata,
         g_max=g_max,
-        source=f"{path.parent.name}/{path.name} (RRAM-Relaxation-Master-Model data, A. Levy)",
-        licence=_licence(path),
-        importer="techc-relaxation",
         programming=_programming_from(relaxation),
         relaxation=relaxation,
         skipped={"techc: rows with a non-finite value": int(np.sum(~finite))} if not finite.all() else {},
@@ -172,17 +178,13 @@ def import_techc_relaxation(path: str | os.PathLike) -> Measurements:
 def import_techa_read_noise(path: str | os.PathLike) -> Measurements:
     """The techA read-noise time series (see module docstring): a few cells, 10^5 reads each at 400 Hz."""
     path = Path(path)
-    settings = _settings(path)
-    g_max, rate = float(settings["gmax"]), float(settings["fs"])
+    metadata, (g_max, rate) = _levy_file(path, "techa-read-noise", ("gmax", "fs"))
     data = _load_tsv(path, 3)
     reads = data[:, 2:]
     level = data[:, 0]
     return Measurements(
-        technology=path.parent.name,
+        **metadata,
         g_max=g_max,
-        source=f"{path.parent.name}/{path.name} (RRAM-Relaxation-Master-Model data, A. Levy)",
-        licence=_licence(path),
-        importer="techa-read-noise",
         read_noise=ReadNoise(
             cell=np.arange(reads.shape[0], dtype=np.int64),
             target_conductance=(level + 0.5) * g_max / LEVY_LEVELS,

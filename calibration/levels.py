@@ -33,7 +33,7 @@ def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return index, values
     edges = np.linspace(values[0], values[-1], BINNED_LEVELS + 1)
     index = np.clip(np.searchsorted(edges, targets, side="right") - 1, 0, BINNED_LEVELS - 1)
-    used, index = np.unique(index, return_inverse=True)
+    _, index = np.unique(index, return_inverse=True)
     sums = np.bincount(index, weights=targets)
     return index, sums / np.bincount(index)
 

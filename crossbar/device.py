@@ -122,8 +122,8 @@ class ProfileNoiseModel(BaseNoiseModel):
         self.scales = (device.prog_noise_scale, device.drift_scale, device.read_noise_scale)
         super().__init__(SinglePairConductanceConverter(g_max=g_max_us))
         self.aihwkit_model: PCMLikeNoiseModel | None = None
-        if profile.programming is not None and profile.relaxation is None:
-            prog_coeff = self._us(profile.programming.std)
+        if profile.relaxation is None and (profile.programming is not None or profile.drift is not None):
+            prog_coeff = self._us(profile.programming.std) if profile.programming is not None else [0.0]
             common = {"prog_coeff": prog_coeff, "g_max": g_max_us, "prog_noise_scale": self.scales[0]}
             if profile.drift is None:
                 self.aihwkit_model = PCMLikeNoiseModel(**common, read_noise_scale=0.0, drift_scale=0.0)
@@ -158,6 +158,8 @@ class ProfileNoiseModel(BaseNoiseModel):
         if self.aihwkit_model is None:
             return g_target.clone()
         g_prog = self.aihwkit_model.apply_programming_noise_to_conductance(g_target)
+        if self.profile.programming is None:
+            return g_prog
         return (g_prog + self._poly(self.profile.programming.mean, g_target)).clamp(min=0.0)
 
     @torch.no_grad()

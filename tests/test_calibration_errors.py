@@ -1,24 +1,15 @@
 """Bad measurement input gets a clear error, never a traceback, and nothing is modified or half-written."""
 
-import contextlib
 import hashlib
-import io
 import shutil
 
 import h5py
 import numpy as np
 import pytest
+from test_cli import run_cli
 
 from calibration import importers, read
 from calibration.schema import SchemaError
-from crossbar import cli
-
-
-def run_cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def digest(path):
@@ -164,6 +155,9 @@ def test_convert_errors_on_lab_formats(tmp_path):
     (tmp_path / "settings.json").unlink()
     code, _, err = run_cli("convert", "techc-relaxation", str(garbage), "-o", str(tmp_path / "o.h5"))
     assert code == 2 and "no settings.json" in err
+    (tmp_path / "settings.json").write_text('{"fs": 400}')
+    code, _, err = run_cli("convert", "techc-relaxation", str(garbage), "-o", str(tmp_path / "o.h5"))
+    assert code == 2 and "needs numbers gmax" in err, err
     code, _, err = run_cli("convert", "csv", str(garbage), "-o", str(garbage))
     assert code == 2 and "overwrite the input" in err
     assert not (tmp_path / "o.h5").exists()
