@@ -219,6 +219,9 @@ def convert(fmt: str, path: str | os.PathLike, output: str | os.PathLike, **meta
     of the result (technology, g_max, source, licence, read_voltage, temperature) where not None."""
     if Path(output).resolve() == Path(path).resolve():
         raise SchemaError(f"{output}: the output would overwrite the input")
+    g_max = metadata.get("g_max")
+    if g_max is not None and not (isinstance(g_max, (int, float)) and math.isfinite(g_max) and g_max > 0):
+        raise SchemaError(f"g_max: must be a positive number of siemens (got {g_max!r})")
     measurements = load(fmt, path)
     for name, value in metadata.items():
         if value is not None:

@@ -52,8 +52,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from calibration import importers, report
 
-    if args.g_max is not None and not args.g_max > 0:
-        raise ValueError(f"--g-max: must be a positive number of siemens (got {args.g_max!r})")
     metadata = {
         "technology": args.technology,
         "g_max": args.g_max,

@@ -138,11 +138,14 @@ def test_not_hdf5_and_truncated_files(good_h5, tmp_path):
 def test_bad_csv_is_refused_and_nothing_is_written(tmp_path, content, message):
     source = tmp_path / "in.csv"
     source.write_text(content)
+    previous = tmp_path / "out.h5"
+    previous.write_bytes(b"an earlier result")
     before = digest(source)
-    code, _, err = run_cli("convert", "csv", str(source), "-o", str(tmp_path / "out.h5"))
+    code, _, err = run_cli("convert", "csv", str(source), "-o", str(previous))
     assert code == 2 and message in err and "Traceback" not in err, err
     assert digest(source) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]  # no output, no temporary file
+    assert previous.read_bytes() == b"an earlier result"  # an existing output is left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.h5"]  # no temporary file left
 
 
 def test_convert_errors_on_lab_formats(tmp_path):
@@ -160,6 +163,8 @@ def test_convert_errors_on_lab_formats(tmp_path):
     assert code == 2 and "needs numbers gmax" in err, err
     code, _, err = run_cli("convert", "csv", str(garbage), "-o", str(garbage))
     assert code == 2 and "overwrite the input" in err
+    code, _, err = run_cli("convert", "csv", str(garbage), "-o", str(tmp_path / "o.h5"), "--g-max", "-1")
+    assert code == 2 and "g_max: must be a positive number" in err
     assert not (tmp_path / "o.h5").exists()
 
 
