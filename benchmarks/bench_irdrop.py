@@ -24,22 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import available_cores, configure_threads, machine_info, write_json_atomic
+from common import available_cores, configure_threads, machine_info, timed, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "irdrop.json"
 R_WIRE = 1.0  # ohms per segment, the default preset's value
 BATCH = 64
-
-
-def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
-    """Median and min seconds per call over ``reps`` calls after one untimed warm-up call."""
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "reps": reps}
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +117,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
+    """Median and min seconds per call over ``reps`` calls after one untimed warm-up call."""
+    fn()
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "reps": reps}

@@ -1,1 +1,24 @@
-"""HDF5 device measurements -> device profiles (built on the crossbar tile engine; see the open issues)."""
+"""Device profiles fitted from HDF5 measurements of real devices.
+
+profile = calibration.fit("measurements.h5")      # validate, fit, choose power law or relaxation table
+profile.save("device.json"); calibration.DeviceProfile.load("device.json")
+g = profile.program(g_target, t_inference=3600.0, seed=0)   # siemens in, siemens out
+"""
+
+from calibration.fitting import fit
+from calibration.importers import FORMATS, convert
+from calibration.profile import DeviceProfile, ProfileError, load_profile
+from calibration.reader import read
+from calibration.schema import Measurements, SchemaError
+
+__all__ = [
+    "FORMATS",
+    "DeviceProfile",
+    "Measurements",
+    "ProfileError",
+    "SchemaError",
+    "convert",
+    "fit",
+    "load_profile",
+    "read",
+]

@@ -1,4 +1,5 @@
-"""The ``crossbar`` command line: ``crossbar demo``, ``crossbar map MODEL.pt`` and ``crossbar estimate MODEL.pt``."""
+"""The ``crossbar`` command line: ``demo``, ``map MODEL.pt``, ``estimate MODEL.pt`` (energy and latency),
+``convert`` (lab data to HDF5 measurements) and ``calibrate`` (measurements to a device profile)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,57 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(demo.energy(chip))
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from calibration import importers, report
+
+    metadata = {
+        "technology": args.technology,
+        "g_max": args.g_max,
+        "source": args.source,
+        "licence": args.licence,
+        "read_voltage": args.read_voltage,
+        "temperature": args.temperature,
+    }
+    measurements = importers.convert(args.format, args.input, args.output, **metadata)
+    print(f"wrote {args.output}: {report.format_measurements(measurements)}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from calibration import fitting, report
+
+    result = fitting.fit_with_report(args.measurements, args.name, args.order, args.read_window)
+    result.profile.save(args.output)
+    print(report.format_fit(result))
+    print(f"wrote {args.output}")
+    if args.plot:
+        report.plot_fit(result, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def _calibration_parsers(commands: argparse._SubParsersAction) -> None:
+    from calibration.importers import FORMATS
+
+    convert = commands.add_parser("convert", help="import lab measurements into the HDF5 measurement schema")
+    convert.add_argument("format", choices=sorted(FORMATS), help="input format (see docs/calibration.md)")
+    convert.add_argument("input", help="the lab file (read only)")
+    convert.add_argument("-o", "--output", required=True, help="HDF5 file to write (atomically)")
+    convert.add_argument("--g-max", type=float, help="g_max in siemens (csv default: the largest target)")
+    convert.add_argument("--technology", help="device technology name")
+    convert.add_argument("--source", help="where the data come from")
+    convert.add_argument("--licence", help="licence of the data")
+    convert.add_argument("--read-voltage", type=float, help="read voltage, volts")
+    convert.add_argument("--temperature", type=float, help="temperature, kelvin")
+    convert.set_defaults(run=cmd_convert)
+    calibrate = commands.add_parser("calibrate", help="fit a device profile to an HDF5 measurement file")
+    calibrate.add_argument("measurements", help="HDF5 file (schema of docs/calibration.md; read only)")
+    calibrate.add_argument("-o", "--output", required=True, help="profile JSON to write (atomically)")
+    calibrate.add_argument("--plot", help="PNG of measured vs fitted spread per level and time")
+    calibrate.add_argument("--name", help="profile name (default: the file's stem)")
+    calibrate.add_argument("--order", type=int, default=4, help="polynomial order of the fits (default 4)")
+    calibrate.add_argument("--read-window", type=float, default=1.0, help="read-noise window, seconds (default 1)")
+    calibrate.set_defaults(run=cmd_calibrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description="Analog compute-in-memory simulator")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     demo_cmd.add_argument("--instances", type=int, default=5, help="chip instances to average over")
     demo_cmd.set_defaults(run=cmd_demo)
+    _calibration_parsers(commands)
     return parser
 
 
@@ -118,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, ValueError, TypeError) as exc:
+    except (ConfigError, ValueError, TypeError, OSError) as exc:
         print(f"crossbar {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -20,10 +20,10 @@ from typing import Any
 
 MIN_BITS = 2
 MAX_BITS = 24
-DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes")
 INPUT_ENCODINGS = ("pwm", "bit_serial", "voltage")
 ADC_LAWS = ("sar", "murmann")
 DIGITAL_FORMATS = ("int8", "int32", "fp16", "fp32")
+DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes", "profile")
 
 
 class ConfigError(ValueError):
@@ -171,6 +171,10 @@ class DeviceConfig:
     ``reram_wan2022`` has no drift or read-noise coefficients: aihwkit redraws its conductances around the
     targets with the fit at ``t_inference`` (1, 86400 or 172800 s), scaled by ``prog_noise_scale``; its
     ``drift_scale`` and ``read_noise_scale`` are not used.
+    ``"profile"``: a device profile fitted from measurements (``calibration``), named by ``profile``: a
+    shipped preset (e.g. ``"techc"``) or the path of a profile JSON file; it is loaded and validated here
+    (``profile`` is not used by the other models).
+    The scales multiply its programming / relaxation std, drift exponents and read-noise std.
     """
 
     model: str = "pcm"
@@ -179,6 +183,7 @@ class DeviceConfig:
     prog_noise_scale: float = 1.0
     drift_scale: float = 1.0
     read_noise_scale: float = 1.0
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice(self.model, DEVICE_MODELS, "device.model")
@@ -186,6 +191,23 @@ class DeviceConfig:
         _check(isinstance(self.drift_compensation, bool), "device.drift_compensation", "must be true or false")
         for name in ("prog_noise_scale", "drift_scale", "read_noise_scale"):
             _check_positive(getattr(self, name), f"device.{name}", allow_zero=True)
+        if self.model == "profile":
+            _check(
+                isinstance(self.profile, str) and self.profile != "",
+                "device.profile",
+                f"model 'profile' needs a profile preset name or JSON path (got {self.profile!r})",
+            )
+            from calibration.profile import ProfileError, load_profile  # calibration imports this module
+
+            try:
+                start, stop = load_profile(self.profile).time_range
+            except ProfileError as exc:
+                raise ConfigError(f"device.profile: {exc}") from None
+            _check(
+                start <= self.t_inference <= stop,
+                "device.t_inference",
+                f"profile {self.profile!r} is measured from {start:g} to {stop:g} s (got {self.t_inference!r})",
+            )
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
 from aihwkit.inference.noise.base import BaseNoiseModel
 from aihwkit.inference.noise.hermes import HermesNoiseModel
-from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+from aihwkit.inference.noise.pcm import CustomDriftPCMLikeNoiseModel, PCMLikeNoiseModel
 from aihwkit.inference.noise.reram import ReRamWan2022NoiseModel
+from numpy.polynomial import polynomial
 
+from calibration.profile import DeviceProfile, ProfileError, load_profile
 from crossbar.config import ConfigError, DeviceConfig, MappingConfig
 
 MICRO = 1e6  # siemens -> microsiemens
@@ -49,6 +52,12 @@ def noise_model(device: DeviceConfig, mapping: MappingConfig) -> BaseNoiseModel 
             read_noise_scale=device.read_noise_scale,
             drift_scale=device.drift_scale,
         )
+    if device.model == "profile":
+        try:
+            profile = load_profile(device.profile)
+        except ProfileError as exc:
+            raise ConfigError(f"device.profile: {exc}") from None
+        return ProfileNoiseModel(profile, g_max_us, device)  # DeviceConfig checked t_inference against it
     if device.model == "hermes":
         if g_max_us > HERMES_G_MAX_US * (1 + 1e-9):
             raise ConfigError(
@@ -79,6 +88,11 @@ def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, s
     model = noise_model(device, mapping)
     if model is None:
         return ProgrammedConductances(targets.copy(), targets.copy())
+    return _sample(model, targets, float(device.t_inference), seed)
+
+
+def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float, seed: int) -> ProgrammedConductances:
+    """Targets (S) through an aihwkit noise model (uS) with torch's generator forked and seeded."""
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # aihwkit 1.1.0's HERMES model indexes with lists, which this torch deprecates (results are right).
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
@@ -86,5 +100,93 @@ def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, s
         g_target = torch.from_numpy(np.asarray(targets, dtype=np.float64) * MICRO)
         g_prog = model.apply_programming_noise_to_conductance(g_target)
         drift_param = model.generate_drift_coefficients(g_target)
-        g_final = model.apply_drift_noise_to_conductance(g_prog, drift_param, float(device.t_inference))
+        g_final = model.apply_drift_noise_to_conductance(g_prog, drift_param, t_inference)
     return ProgrammedConductances(g_prog.numpy() / MICRO, g_final.numpy() / MICRO)
+
+
+class ProfileNoiseModel(BaseNoiseModel):
+    """A calibrated ``calibration.DeviceProfile`` as an aihwkit noise model (microsiemens, at a chip's g_max).
+
+    aihwkit draws what it can express: the programming std through ``PCMLikeNoiseModel`` (its ``prog_coeff``),
+    the power-law drift through ``CustomDriftPCMLikeNoiseModel`` (its g/nu tables; its own read noise off),
+    each time of a relaxation table through ``ReRamWan2022NoiseModel`` (its ``coeff_dic``). This class adds
+    what they cannot: the mean offsets, the interpolation of a relaxation table between its times, and the
+    read noise polynomial (one read at t_inference). Siemens quantities of the profile are scaled by
+    chip g_max / profile g_max; aihwkit clamps at 0 before the mean offset is added, this class after.
+    """
+
+    def __init__(self, profile: DeviceProfile, g_max_us: float, device: DeviceConfig | None = None) -> None:
+        device = device or DeviceConfig(model="none")
+        self.profile, self.g_max = profile, g_max_us
+        self.to_us = g_max_us / profile.g_max  # profile siemens at its g_max -> uS at this g_max
+        self.scales = (device.prog_noise_scale, device.drift_scale, device.read_noise_scale)
+        super().__init__(SinglePairConductanceConverter(g_max=g_max_us))
+        self.aihwkit_model: PCMLikeNoiseModel | None = None
+        if profile.relaxation is None and (profile.programming is not None or profile.drift is not None):
+            prog_coeff = self._us(profile.programming.std) if profile.programming is not None else [0.0]
+            common = {"prog_coeff": prog_coeff, "g_max": g_max_us, "prog_noise_scale": self.scales[0]}
+            if profile.drift is None:
+                self.aihwkit_model = PCMLikeNoiseModel(**common, read_noise_scale=0.0, drift_scale=0.0)
+            else:
+                drift = profile.drift
+                levels = self._us(drift.levels)
+                table = {
+                    "g_lst": [0.0, *levels, max(g_max_us, levels[-1])],
+                    "nu_mean_lst": [drift.nu_mean[0], *drift.nu_mean, drift.nu_mean[-1]],
+                    "nu_std_lst": [drift.nu_std[0], *drift.nu_std, drift.nu_std[-1]],
+                }
+                self.aihwkit_model = CustomDriftPCMLikeNoiseModel(
+                    table, **common, t_0=drift.t0, read_noise_scale=0.0, drift_scale=self.scales[1]
+                )
+
+    def _us(self, coefficients: list[float]) -> list[float]:
+        return [float(c) * self.to_us for c in coefficients]
+
+    def _poly(self, coefficients: list[float], g_target: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(polynomial.polyval((g_target / self.g_max).numpy(), self._us(coefficients)))
+
+    def _relaxed(self, g_target: torch.Tensor, t: float) -> torch.Tensor:
+        table = self.profile.relaxation.at(t)
+        reram = ReRamWan2022NoiseModel(coeff_dic={t: self._us(table.std)}, g_max=self.g_max, noise_scale=self.scales[0])
+        g = reram.apply_drift_noise_to_conductance(g_target, g_target, t)
+        return (g + self._poly(table.mean, g_target)).clamp(min=0.0)
+
+    @torch.no_grad()
+    def apply_programming_noise_to_conductance(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.relaxation is not None:
+            return self._relaxed(g_target, self.profile.relaxation.times[0])
+        if self.aihwkit_model is None:
+            return g_target.clone()
+        g_prog = self.aihwkit_model.apply_programming_noise_to_conductance(g_target)
+        if self.profile.programming is None:
+            return g_prog
+        return (g_prog + self._poly(self.profile.programming.mean, g_target)).clamp(min=0.0)
+
+    @torch.no_grad()
+    def generate_drift_coefficients(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.drift is not None and self.aihwkit_model is not None:
+            return self.aihwkit_model.generate_drift_coefficients(g_target.clone()).double()
+        return g_target.clone()
+
+    @torch.no_grad()
+    def apply_drift_noise_to_conductance(
+        self, g_prog: torch.Tensor, drift_noise_param: torch.Tensor, t_inference: float
+    ) -> torch.Tensor:
+        if self.profile.relaxation is not None:
+            g = self._relaxed(drift_noise_param, t_inference)  # the parameter is the target, as in ReRamWan2022
+        elif self.profile.drift is not None and self.aihwkit_model is not None:
+            g = self.aihwkit_model.apply_drift_noise_to_conductance(g_prog, drift_noise_param, t_inference)
+        else:
+            g = g_prog
+        if self.profile.read_noise is not None and self.scales[2] > 0:
+            sigma = self._poly(self.profile.read_noise.std, g).clamp(min=0.0)
+            g = (g + self.scales[2] * sigma * torch.randn_like(g)).clamp(min=0.0)
+        return g
+
+
+def program_profile(
+    profile: DeviceProfile, targets: np.ndarray, t_inference: float, seed: int, g_max: float | None = None
+) -> np.ndarray:
+    """Target conductances (S, any shape) programmed with a profile and read at ``t_inference`` s (S)."""
+    model = ProfileNoiseModel(profile, (profile.g_max if g_max is None else g_max) * MICRO)
+    return _sample(model, targets, float(t_inference), seed).at_inference

@@ -1,0 +1,198 @@
+"""``calibration.fit``: a measurement file -> a device profile, with its goodness of fit per level and time.
+
+The drift over time is fitted two ways when the file has a relaxation group with three or more times: a
+power law per level (exponent nu mean and spread, aihwkit's PCM form) and a time-indexed table (a
+mean-offset and a std polynomial at every measured time). The power law is kept when it holds, that is when
+the std it predicts (closed form, ``fits.power_law_moments``) is within ``POWER_LAW_TOLERANCE`` of the
+measured std at every fitted level and time (it then also extrapolates in time); otherwise the table is kept
+(RRAM relaxes, it does not drift like PCM). The goodness of fit reported (``goodness``) compares the
+measured statistics with the profile's own samples (``PREDICTION_DRAWS`` per level and time, fixed seeds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibration.fits import (
+    MIN_CELLS_PER_LEVEL,
+    NoisePolynomial,
+    PowerLaw,
+    ReadNoiseFit,
+    fit_level_noise,
+    fit_power_law,
+    fit_read_noise,
+    fit_time_table,
+    polyval,
+    power_law_moments,
+)
+from calibration.levels import LevelStats, assign_levels, level_stats
+from calibration.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial, RelaxationTable
+from calibration.reader import read
+from calibration.schema import SCHEMA_VERSION, Measurements
+
+POWER_LAW_TOLERANCE = 0.15  # largest relative std error of a power law that is still said to hold
+PREDICTION_DRAWS = 2000
+PREDICTION_SEED = 12345
+
+
+@dataclass
+class Goodness:
+    """Measured statistics per level (rows) and time (columns) against the profile's samples, siemens."""
+
+    measured: LevelStats
+    fitted_mean: np.ndarray
+    fitted_std: np.ndarray
+
+    @property
+    def fitted_levels(self) -> np.ndarray:
+        """(L, T) True where a level has enough reads to be fitted."""
+        return self.measured.count >= MIN_CELLS_PER_LEVEL
+
+    def std_error(self) -> np.ndarray:
+        """Relative error of the fitted std, (fitted - measured) / measured, (L, T); NaN on unfitted levels."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = (self.fitted_std - self.measured.std) / self.measured.std
+        return np.where(self.fitted_levels, error, np.nan)
+
+
+@dataclass
+class FitResult:
+    """A fitted profile with what it was fitted to: level statistics (None for read noise alone), the drift
+    model kept (``power_law``, ``time_table`` or ``none``), the power law's largest relative std error, the
+    read-noise fit, rows the reader skipped, notes, and (from ``fit_with_report``) the goodness of fit."""
+
+    profile: DeviceProfile
+    stats: LevelStats | None
+    drift_model: str
+    skipped: dict[str, int]
+    power_law_error: float | None = None
+    read_noise: ReadNoiseFit | None = None
+    notes: list[str] = field(default_factory=list)
+    goodness: Goodness | None = None
+
+
+def goodness(profile: DeviceProfile, stats: LevelStats) -> Goodness:
+    """Mean offset and std of the profile's own samples at the measured level targets and times."""
+    draws = np.repeat(stats.target[:, None], PREDICTION_DRAWS, axis=1)
+    mean = np.empty(stats.count.shape)
+    std = np.empty_like(mean)
+    for k, t in enumerate(stats.time):
+        g = profile.program(draws, float(t), seed=PREDICTION_SEED + k)
+        mean[:, k] = np.mean(g, axis=1) - stats.target
+        std[:, k] = np.std(g, axis=1, ddof=1)
+    return Goodness(stats, mean, std)
+
+
+def _power_law_drift(law: PowerLaw) -> PowerLawDrift | None:
+    use = (np.asarray(law.cells) >= MIN_CELLS_PER_LEVEL) & np.isfinite(law.nu_std)
+    if not use.any():
+        return None
+    levels, nu_mean, nu_std = (np.asarray(v)[use].tolist() for v in (law.levels, law.nu_mean, law.nu_std))
+    return PowerLawDrift(t0=law.t0, levels=levels, nu_mean=nu_mean, nu_std=nu_std)
+
+
+def _power_law_error(first: NoisePolynomial, drift: PowerLawDrift, stats: LevelStats, g_max: float) -> float:
+    """Largest relative std error, over fitted levels and times, of the power law's closed-form std."""
+    x = stats.target[:, None] / g_max
+    nu_mean = np.interp(stats.target, drift.levels, drift.nu_mean)[:, None]
+    nu_std = np.interp(stats.target, drift.levels, drift.nu_std)[:, None]
+    prog_mean = stats.target[:, None] + polyval(first.mean, x)
+    _, std = power_law_moments(prog_mean, polyval(first.std, x), nu_mean, nu_std, stats.time, drift.t0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(std - stats.std) / stats.std
+    return float(np.nanmax(np.where(stats.count >= MIN_CELLS_PER_LEVEL, error, np.nan)))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fit_measurements(
+    data: Measurements, name: str, order: int = 4, read_window: float = 1.0, fitted_from: dict | None = None
+) -> FitResult:
+    """Fit measurements already read (see ``fit``); no goodness of fit."""
+    base = {
+        "name": name,
+        "technology": data.technology,
+        "g_max": data.g_max,
+        "source": data.source,
+        "licence": data.licence,
+        "fitted_from": {**(fitted_from or {}), "order": order, "min_cells_per_level": MIN_CELLS_PER_LEVEL},
+    }
+    read_noise = None
+    if data.read_noise is not None:
+        read_noise = fit_read_noise(data.read_noise, data.g_max, order, read_window)
+        base["read_noise"] = ReadNoisePolynomial(window=read_window, std=read_noise.std)
+    if data.relaxation is not None and data.relaxation.time.size >= 2:
+        result = _fit_relaxation(data, base, order)
+    elif data.programming is not None:
+        p = data.programming
+        stats = level_stats(p.target_conductance, p.conductance[:, None], np.zeros(1))
+        poly = fit_level_noise(stats.target, stats.count[:, 0], stats.mean[:, 0], stats.std[:, 0], data.g_max, order)
+        result = FitResult(DeviceProfile(**base, programming=Polynomials(poly.mean, poly.std)), stats, "none", {})
+    else:
+        result = FitResult(DeviceProfile(**base), None, "none", {})
+    result.skipped, result.read_noise = data.skipped, read_noise
+    return result
+
+
+def _fit_relaxation(data: Measurements, base: dict, order: int) -> FitResult:
+    r = data.relaxation
+    stats = level_stats(r.target_conductance, r.conductance, r.time)
+    table = fit_time_table(stats, data.g_max, order)
+    relaxation = RelaxationTable(times=r.time.tolist(), mean=[p.mean for p in table], std=[p.std for p in table])
+    result = FitResult(DeviceProfile(**base, relaxation=relaxation), stats, "time_table", {})
+    law = fit_power_law(assign_levels(r.target_conductance)[0], stats.target, r.conductance, r.time)
+    drift = _power_law_drift(law) if law is not None else None
+    if law is not None and law.excluded:
+        result.notes.append(f"power law: {law.excluded} cells with a non-positive or missing first read not fitted")
+    if drift is None:
+        result.notes.append("power law: not fitted (fewer than 3 times or no level with positive reads)")
+        return result
+    first = table[0]
+    result.power_law_error = _power_law_error(first, drift, stats, data.g_max)
+    if result.power_law_error <= POWER_LAW_TOLERANCE:
+        result.profile = DeviceProfile(**base, programming=Polynomials(first.mean, first.std), drift=drift)
+        result.drift_model = "power_law"
+    else:
+        result.notes.append(
+            f"power law rejected: its std is off by up to {result.power_law_error:.0%} (tolerance "
+            f"{POWER_LAW_TOLERANCE:.0%}); the relaxation table is used"
+        )
+    return result
+
+
+def _fit_file(path: Path, name: str | None, order: int, read_window: float) -> FitResult:
+    data = read(path)
+    fitted_from = {"file": path.name, "sha256": _sha256(path), "schema_version": SCHEMA_VERSION}
+    fitted_from["importer"] = data.importer
+    return fit_measurements(data, name or path.stem, order, read_window, fitted_from)
+
+
+def fit_with_report(
+    path: str | os.PathLike, name: str | None = None, order: int = 4, read_window: float = 1.0
+) -> FitResult:
+    """Read, validate and fit the measurement file at ``path``; the result includes the goodness of fit."""
+    result = _fit_file(Path(path), name, order, read_window)
+    if result.stats is not None:
+        result.goodness = goodness(result.profile, result.stats)
+    return result
+
+
+def fit(path: str | os.PathLike, name: str | None = None, order: int = 4, read_window: float = 1.0) -> DeviceProfile:
+    """The device profile fitted from the measurement file at ``path`` (HDF5, schema version 1).
+
+    ``order``: polynomial order of every fit in x = g_target / g_max (at most the number of levels - 1);
+    ``read_window``: seconds of repeated reads over which read noise is taken (slower changes are not read
+    noise); ``name``: the profile's name (default: the file's stem).
+    """
+    return _fit_file(Path(path), name, order, read_window).profile

@@ -1,0 +1,59 @@
+"""Group cells into programming levels and take the statistics of each level at each read time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_EXACT_LEVELS = 64  # more distinct targets than this are binned (continuous targets)
+BINNED_LEVELS = 32
+
+
+@dataclass
+class LevelStats:
+    """Per level l and time k: ``target`` (L,) S, ``count`` (L, T) reads, ``mean`` and ``std`` (L, T) of the
+    deviation g - g_target in siemens (std with ddof=1; NaN where fewer than two reads)."""
+
+    target: np.ndarray
+    time: np.ndarray
+    count: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells' targets (N,) S -> (level of each cell (N,), level targets (L,) S, increasing).
+
+    Up to ``MAX_EXACT_LEVELS`` distinct targets are levels as they are; more are binned into
+    ``BINNED_LEVELS`` equal-width bins whose level target is the mean target of their cells.
+    """
+    values, index = np.unique(targets, return_inverse=True)
+    if values.size <= MAX_EXACT_LEVELS:
+        return index, values
+    edges = np.linspace(values[0], values[-1], BINNED_LEVELS + 1)
+    index = np.clip(np.searchsorted(edges, targets, side="right") - 1, 0, BINNED_LEVELS - 1)
+    _, index = np.unique(index, return_inverse=True)
+    sums = np.bincount(index, weights=targets)
+    return index, sums / np.bincount(index)
+
+
+def level_stats(targets: np.ndarray, conductance: np.ndarray, time: np.ndarray) -> LevelStats:
+    """Statistics of conductance (N, T) S (NaN = not read) of cells with targets (N,) S at times (T,) s."""
+    index, level_targets = assign_levels(targets)
+    deviation = conductance - targets[:, None]
+    finite = np.isfinite(deviation)
+    value = np.where(finite, deviation, 0.0)
+    levels = level_targets.size
+    count = np.zeros((levels, time.size))
+    total = np.zeros((levels, time.size))
+    np.add.at(count, index, finite)
+    np.add.at(total, index, value)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        centred = np.where(finite, deviation - mean[index], 0.0)
+        squares = np.zeros((levels, time.size))
+        np.add.at(squares, index, centred**2)
+        std = np.sqrt(squares / (count - 1))
+    std[count < 2] = np.nan
+    return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std)
