@@ -1,4 +1,4 @@
-"""The ``crossbar`` command line: ``crossbar demo`` and ``crossbar map MODEL.pt``."""
+"""The ``crossbar`` command line: ``crossbar demo``, ``crossbar map MODEL.pt`` and ``crossbar sweep SPEC``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,44 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(demo.format_result(result, chip.name))
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from distributed import Client
+
+    from crossbar import sweep
+    from crossbar.sweep.plot import plot_summary
+    from crossbar.sweep.runner import available_cores, plan_sweep
+    from crossbar.sweep.summary import coordinate_columns
+
+    if args.scheduler and args.workers is not None:
+        raise ConfigError("--workers applies to the local cluster; with --scheduler the cluster decides")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be 0 (serial, in this process) or more (got {args.workers})")
+    spec = sweep.load_spec(args.spec)
+    results = Path(args.output) if args.output else Path(args.spec).with_suffix(".parquet")
+    plan = plan_sweep(spec, results)  # every error in the spec or the results file surfaces here, before work
+    progress = not args.no_progress
+    if not plan.todo or args.workers == 0:
+        run = sweep.run_sweep(spec, results, None, progress)
+    elif args.scheduler:
+        with Client(args.scheduler) as client:
+            run = sweep.run_sweep(spec, results, client, progress)
+    else:
+        with sweep.local_cluster(args.workers or available_cores()) as cluster, Client(cluster) as client:
+            run = sweep.run_sweep(spec, results, client, progress)
+    table = sweep.summarize(sweep.ResultsStore(results).frame(), run.points)
+    print(sweep.format_summary(table))
+    print(
+        f"\n{len(run.points)} points: {run.skipped} already in {results}, {run.computed} computed, "
+        f"{len(run.failures)} failed"
+    )
+    if args.plot:
+        plot_summary(table, coordinate_columns(run.points), args.plot, x=args.x, logx=args.logx)
+        print(f"plot: {args.plot}")
+    for coordinates, error in run.failures[:5]:
+        print(f"failed {coordinates}: {error}", file=sys.stderr)
+    return 1 if run.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description="Analog compute-in-memory simulator")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,17 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     demo_cmd.add_argument("--instances", type=int, default=5, help="chip instances to average over")
     demo_cmd.set_defaults(run=cmd_demo)
+    sweep_cmd = commands.add_parser("sweep", help="Monte-Carlo sweep of a YAML/JSON spec on dask (docs/sweeps.md)")
+    sweep_cmd.add_argument("spec", help="sweep spec, .yaml/.yml or .json")
+    sweep_cmd.add_argument("-o", "--output", help="results Parquet file (default: the spec path with .parquet)")
+    sweep_cmd.add_argument("--scheduler", help="address of a running dask scheduler (default: a local cluster)")
+    sweep_cmd.add_argument(
+        "--workers", type=int, help="local worker processes (default: the cores; 0: serial in this process)"
+    )
+    sweep_cmd.add_argument("--plot", help="write a PNG: metric vs a parameter, 95%% confidence band over seeds")
+    sweep_cmd.add_argument("--x", help="the coordinate on the plot's x axis (default: the first swept parameter)")
+    sweep_cmd.add_argument("--logx", action="store_true", help="logarithmic x axis")
+    sweep_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep_cmd.set_defaults(run=cmd_sweep)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"crossbar {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
