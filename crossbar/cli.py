@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from torch import nn
 import crossbar
 from crossbar import demo
 from crossbar.config import ChipConfig, ConfigError
+
+if TYPE_CHECKING:
+    from crossbar.sweep import SweepRun, SweepSpec
 
 
 def _load_module(path: str) -> nn.Module:
@@ -49,11 +53,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from distributed import Client
-
     from crossbar import sweep
     from crossbar.sweep.plot import plot_summary
-    from crossbar.sweep.runner import available_cores, plan_sweep
+    from crossbar.sweep.runner import plan_sweep
     from crossbar.sweep.summary import coordinate_columns
 
     if args.scheduler and args.workers is not None:
@@ -63,15 +65,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep.load_spec(args.spec)
     results = Path(args.output) if args.output else Path(args.spec).with_suffix(".parquet")
     plan = plan_sweep(spec, results)  # every error in the spec or the results file surfaces here, before work
-    progress = not args.no_progress
-    if not plan.todo or args.workers == 0:
-        run = sweep.run_sweep(spec, results, None, progress)
-    elif args.scheduler:
-        with Client(args.scheduler) as client:
-            run = sweep.run_sweep(spec, results, client, progress)
-    else:
-        with sweep.local_cluster(args.workers or available_cores()) as cluster, Client(cluster) as client:
-            run = sweep.run_sweep(spec, results, client, progress)
+    try:
+        run = _run_sweep(args, spec, results, serial=args.workers == 0 or not plan.todo)
+    except KeyboardInterrupt:
+        written = len(sweep.ResultsStore(results).keys() & {p.key for p in plan.points})
+        print(f"interrupted: {written} of {len(plan.points)} points are in {results}; rerun to resume", file=sys.stderr)
+        return 130
     table = sweep.summarize(sweep.ResultsStore(results).frame(), run.points)
     print(sweep.format_summary(table))
     print(
@@ -84,6 +83,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for coordinates, error in run.failures[:5]:
         print(f"failed {coordinates}: {error}", file=sys.stderr)
     return 1 if run.failures else 0
+
+
+def _run_sweep(args: argparse.Namespace, spec: SweepSpec, results: Path, serial: bool) -> SweepRun:
+    """Run ``spec`` in this process, on ``--scheduler`` or on a LocalCluster of ``--workers``: a SweepRun."""
+    from distributed import Client
+
+    from crossbar import sweep
+    from crossbar.sweep.runner import available_cores
+
+    progress = not args.no_progress
+    if serial:
+        return sweep.run_sweep(spec, results, None, progress)
+    if args.scheduler:
+        # An address, or a scheduler file as `dask scheduler --scheduler-file` writes it.
+        where = {"scheduler_file": args.scheduler} if args.scheduler.endswith(".json") else {"address": args.scheduler}
+        try:
+            client = Client(**where, timeout=args.connect_timeout)
+        except OSError as exc:
+            raise ConfigError(f"--scheduler {args.scheduler}: cannot connect ({exc})") from exc
+        with client:
+            return sweep.run_sweep(spec, results, client, progress)
+    with sweep.local_cluster(args.workers or available_cores()) as cluster, Client(cluster) as client:
+        return sweep.run_sweep(spec, results, client, progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd = commands.add_parser("sweep", help="Monte-Carlo sweep of a YAML/JSON spec on dask (docs/sweeps.md)")
     sweep_cmd.add_argument("spec", help="sweep spec, .yaml/.yml or .json")
     sweep_cmd.add_argument("-o", "--output", help="results Parquet file (default: the spec path with .parquet)")
-    sweep_cmd.add_argument("--scheduler", help="address of a running dask scheduler (default: a local cluster)")
+    sweep_cmd.add_argument(
+        "--scheduler",
+        help="a running dask scheduler: address (tcp://host:8786) or scheduler file (.json); default: a local cluster",
+    )
+    sweep_cmd.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to reach --scheduler")
     sweep_cmd.add_argument(
         "--workers", type=int, help="local worker processes (default: the cores; 0: serial in this process)"
     )

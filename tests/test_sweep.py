@@ -160,3 +160,9 @@ def test_summary_mean_and_confidence_interval(tmp_path):
     assert table["n"].tolist() == [3]
     assert math.isclose(table["mean"].iloc[0], values.mean())
     assert math.isclose(table["ci95"].iloc[0], (high - low) / 2)
+
+
+def test_shipped_example_specs_are_valid():
+    folder = HERE.parent / "benchmarks" / "sweeps"
+    sizes = {path.name: len(expand(load_spec(path))) for path in sorted(folder.glob("*.yaml"))}
+    assert sizes == {"adc_bits.yaml": 40, "drift_noise.yaml": 80}

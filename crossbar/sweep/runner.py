@@ -136,13 +136,16 @@ def run_sweep(
     return run
 
 
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
 def _failure(future: Any) -> str:
     """The error of a future that did not finish (an exception, KilledWorker, or cancellation)."""
     try:
-        exc = future.exception()
+        return _error_text(future.exception())
     except BaseException as cancelled:  # noqa: BLE001 (a cancelled future raises instead of returning)
-        exc = cancelled
-    return "".join(traceback.format_exception_only(exc)).strip()
+        return _error_text(cancelled)
 
 
 def _run_serial(plan: SweepPlan, run: SweepRun, bar: tqdm) -> None:
@@ -151,7 +154,7 @@ def _run_serial(plan: SweepPlan, run: SweepRun, bar: tqdm) -> None:
             try:
                 result = run_point(point)
             except Exception as exc:  # noqa: BLE001 (a failing point is reported; the sweep goes on)
-                run.failures.append((point.coordinates(), "".join(traceback.format_exception_only(exc)).strip()))
+                run.failures.append((point.coordinates(), _error_text(exc)))
             else:
                 plan.store.append([result_row(point, result, plan.spec.name)])
                 run.computed += 1

@@ -84,13 +84,10 @@ def parse_spec(data: Any, base_dir: str | os.PathLike = ".", source: str = "<dic
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise fail("name", f"must be a non-empty string (got {name!r})")
-    try:
-        workloads = tuple(_workloads(data["workloads"], base_dir, fail))
-        chips = tuple(_chips(data["chips"], base_dir, fail))
-        parameters = _parameters(data.get("parameters") or {}, fail)
-        seeds = _seeds(data["seeds"], fail)
-    except ConfigError as exc:
-        raise exc if isinstance(exc, SpecError) else fail("spec", str(exc)) from exc
+    workloads = tuple(_workloads(data["workloads"], base_dir, fail))
+    chips = tuple(_chips(data["chips"], base_dir, fail))
+    parameters = _parameters(data.get("parameters") or {}, fail)
+    seeds = _seeds(data["seeds"], fail)
     return SweepSpec(name, workloads, chips, parameters, seeds, source)
 
 
