@@ -53,9 +53,10 @@ def main() -> None:
         with single_threaded():
             run_point(warmup)
         results["serial_warmup_s"] = time.perf_counter() - start
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         serial = run_sweep(spec, Path(folder) / "serial.parquet", progress=False)
         results["serial_s"] = time.perf_counter() - start
+        results["serial_cores_used"] = (time.process_time() - cpu) / results["serial_s"]
 
         start = time.perf_counter()
         with local_cluster(args.workers) as cluster, Client(cluster) as client:
@@ -63,9 +64,11 @@ def main() -> None:
             start = time.perf_counter()
             client.run(run_point, warmup)  # every worker, in parallel
             results["cluster_warmup_s"] = time.perf_counter() - start
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), client.run(time.process_time)
             parallel = run_sweep(spec, Path(folder) / "cluster.parquet", client, progress=False)
             results["cluster_s"] = time.perf_counter() - start
+            used = sum(t - cpu[w] for w, t in client.run(time.process_time).items())
+            results["cluster_cores_used"] = used / results["cluster_s"]
         a = pd.read_parquet(Path(folder) / "serial.parquet").set_index("key").sort_index()
         b = pd.read_parquet(Path(folder) / "cluster.parquet").set_index("key").sort_index()
     results["loadavg_after"] = os.getloadavg()
@@ -86,10 +89,11 @@ def main() -> None:
         f"{results['points']} points, {args.workers} workers, "
         f"load {results['loadavg_before'][0]:.1f} -> {results['loadavg_after'][0]:.1f}\n"
         f"  serial            {results['serial_s']:8.1f} s  (+ {results['serial_warmup_s']:.1f} s warm-up; "
-        f"{results['serial_point_s_mean']:.2f} s per point)\n"
+        f"{results['serial_point_s_mean']:.2f} s per point, {results['serial_cores_used']:.2f} cores used)\n"
         f"  cluster           {results['cluster_s']:8.1f} s  (+ {results['cluster_start_s']:.1f} s start, "
         f"{results['cluster_warmup_s']:.1f} s warm-up; {results['cluster_point_s_mean']:.2f} s per point, "
-        f"workers busy {results['cluster_busy_fraction']:.0%} of the time)\n"
+        f"workers busy {results['cluster_busy_fraction']:.0%} of the time, {results['cluster_cores_used']:.2f} cores "
+        "used)\n"
         f"  speedup           {results['speedup']:8.2f} x  (with start and warm-up: "
         f"{results['speedup_with_start']:.2f} x)\n"
         f"  same numbers      {results['same_numbers']}\n"

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import numba
 import torch
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 import crossbar
@@ -34,23 +36,30 @@ PLUGIN_NAME = "crossbar-single-threaded"
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run torch and numba on one thread inside the block (one point per core), then restore them."""
+    """Run torch, numba and the BLAS/OpenMP pools (numpy, scipy) on one thread inside the block, then restore.
+
+    One point per core: on a loaded machine, idle BLAS threads spin-waiting for a core made a point of the
+    default chip take 24-51 s instead of 1.2 s (2 cores shared, load average ~11).
+    """
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
     numba.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(before[0])
         numba.set_num_threads(before[1])
 
 
 class SingleThreaded(WorkerPlugin):
-    """Pins torch and numba to one thread on every worker, including workers that join or restart later."""
+    """Pins torch, numba and the BLAS/OpenMP pools to one thread on every worker, including workers that join
+    or restart later."""
 
     def setup(self, worker: Any) -> None:
         torch.set_num_threads(1)
         numba.set_num_threads(1)
+        threadpool_limits(1)
 
 
 def run_point(point: Point) -> dict[str, Any]:
@@ -83,15 +92,22 @@ class SweepRun:
     failures: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
+# dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand freed memory back to the OS
+# at once; the large temporaries of programming a chip (IR drop) are then mapped afresh every time, and a
+# point took 2.18 s instead of 1.17 s (default chip, digits MLP, one thread; see docs/sweeps.md). Unset it.
+NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
 def local_cluster(workers: int) -> LocalCluster:
     """``workers`` single-threaded worker processes on this machine (no dashboard)."""
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    )
+    with dask.config.set(NO_MALLOC_TRIM):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )
 
 
 def available_cores() -> int:
