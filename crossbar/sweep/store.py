@@ -1,0 +1,60 @@
+"""The results file: one Parquet table, one row per finished point, rewritten atomically on every append.
+
+Each append writes the whole table to a temporary file and renames it over the old one
+(``crossbar.config.write_bytes_atomic``), so a kill at any moment leaves either the previous or the new
+complete file, never a torn one. Rows carry the point's ``key`` (see ``Point.key``); a rerun skips keys
+already present.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crossbar.config import ConfigError, write_bytes_atomic
+
+
+class ResultsStore:
+    """The results table at ``path`` (created on the first append; an existing file is read and kept)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.table: pa.Table | None = None
+        if self.path.exists():
+            try:
+                self.table = pq.read_table(self.path)
+            except (pa.ArrowException, OSError) as exc:
+                raise ConfigError(
+                    f"{self.path}: exists but is not a readable Parquet results file ({exc}); "
+                    "it is left as it is: move it away or choose another results path"
+                ) from exc
+            if "key" not in self.table.column_names:
+                raise ConfigError(f"{self.path}: a Parquet file without a 'key' column is not a sweep results file")
+        elif not self.path.parent.is_dir():
+            raise ConfigError(f"{self.path}: folder {self.path.parent} does not exist")
+
+    def keys(self) -> set[str]:
+        """Keys of the points already in the file."""
+        return set() if self.table is None else set(self.table.column("key").to_pylist())
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Add ``rows`` (dicts; columns are the union of their keys, missing values null) and rewrite the file."""
+        if not rows:
+            return
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        new = pa.table({name: pa.array([row.get(name) for row in rows]) for name in columns})
+        table = new if self.table is None else pa.concat_tables([self.table, new], promote_options="permissive")
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        write_bytes_atomic(self.path, buffer.getvalue())
+        self.table = table
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame (empty when nothing is written yet)."""
+        return pd.DataFrame() if self.table is None else self.table.to_pandas()
