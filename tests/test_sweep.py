@@ -85,6 +85,7 @@ def test_two_worker_cluster_gives_the_serial_numbers(tmp_path, client):
     merged = a.merge(b, on="key", suffixes=("_serial", "_cluster"))
     assert len(merged) == 4
     assert (merged["metric_serial"] == merged["metric_cluster"]).all()
+    assert (merged["energy_j_serial"] == merged["energy_j_cluster"]).all() and (merged["energy_j_serial"] > 0).all()
     assert (merged["config_serial"] == merged["config_cluster"]).all()
     # Independent reference: compile and evaluate one point by hand.
     model, (_, _, x, y) = demo.load_model(), demo.digits_split()

@@ -53,7 +53,8 @@ def evaluate_point(point: Point) -> dict[str, Any]:
 
     Keys: ``metric_name``; ``metric``, the workload's metric on the chip; ``float_metric``, the same for
     the float model; ``compile_s`` and ``evaluate_s``, wall-clock seconds of compiling (programming the
-    tiles: device physics, IR drop) and of the forward passes.
+    tiles: device physics, IR drop) and of the forward passes; ``energy_j``, ``latency_s`` and
+    ``tops_per_watt``, per inference, from ``crossbar.estimate`` on the workload's first batch of inputs.
     """
     workload = build(point.workload)
     start = time.perf_counter()
@@ -66,4 +67,12 @@ def evaluate_point(point: Point) -> dict[str, Any]:
     compiled_at = time.perf_counter()
     value = evaluate(compiled, workload)
     timings = {"compile_s": compiled_at - start, "evaluate_s": time.perf_counter() - compiled_at}
-    return {"metric_name": workload.metric, "metric": value, "float_metric": float_metric(point.workload), **timings}
+    cost = crossbar.estimate(compiled, workload.inputs[: workload.batch_size or len(workload.inputs)])
+    energy = {"energy_j": cost.energy, "latency_s": cost.latency, "tops_per_watt": cost.tops_per_watt}
+    return {
+        "metric_name": workload.metric,
+        "metric": value,
+        "float_metric": float_metric(point.workload),
+        **energy,
+        **timings,
+    }
