@@ -13,6 +13,7 @@ from torch import nn
 
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.layers import TiledConv1d, TiledLinear
+from models import hpd as hpd_transform
 
 DigitalPlacement = Iterable[str] | Mapping[str, Mapping[str, int | None]]
 
@@ -71,6 +72,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     seed: int = 0,
     digital: DigitalPlacement | None = None,
     calibration_inputs: torch.Tensor | tuple | None = None,
+    hpd: hpd_transform.HPDSpec | None = None,
 ) -> nn.Module:
     """A new module in which every nn.Linear and 1x1 nn.Conv1d of ``model`` computes on tiles.
 
@@ -78,8 +80,11 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     drift and per-forward noise all derive from it). ``digital``: names of layers (as in
     ``model.named_modules()``) to place on exact digital tiles instead, or a mapping name ->
     ``{"weight_bits": int, "input_bits": int}`` for integer digital tiles. ``calibration_inputs``: sample
-    model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges.
-    The original model is not modified. Every other module stays as it is (digital).
+    model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges. ``hpd``:
+    layers to split by hybrid projection decomposition (``models.hpd.apply``: ``"auto"``, names such as
+    ``"blocks.-1.mixer.out_proj"``, or name -> options); each one's analog factor goes on tiles and its other
+    factor on an exact (or integer) digital tile. The original model is not modified. Every other module
+    stays as it is (digital).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"crossbar.compile needs a torch.nn.Module, got {type(model).__name__}")
@@ -96,10 +101,17 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
             "crossbar.compile(model, chip, calibration_inputs=x)"
         )
     compiled = copy.deepcopy(model)
+    if hpd is not None:
+        for name, opts in hpd_transform.apply(compiled, hpd).items():
+            if digital_map.setdefault(name, opts) is not opts:
+                raise ConfigError(f"digital placement: {name} is an HPD factor; set its bits in hpd=, not digital=")
     names = dict(compiled.named_modules())
     missing = sorted(set(digital_map) - set(names))
     if missing:
         raise ConfigError(f"digital placement: no module named {missing[0]!r} in the model")
+    both = [n for n in digital_map if isinstance(names[n], hpd_transform.HPDLinear)]
+    if both:
+        raise ConfigError(f"{both[0]}: named in both digital= and hpd=; choose one placement")
 
     index = 0
     for name, module in list(compiled.named_modules()):
