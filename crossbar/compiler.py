@@ -50,6 +50,18 @@ def _inside_digital_only(name: str, modules: dict[str, nn.Module]) -> bool:
     return any(isinstance(modules[".".join(parts[:i])], _DIGITAL_ONLY) for i in range(1, len(parts)))
 
 
+def mapped_layers(model: nn.Module) -> list[str]:
+    """Names of the layers ``compile`` puts on tiles (nn.Linear, 1x1 nn.Conv1d), in model order."""
+    modules = dict(model.named_modules())
+    return [
+        name
+        for name, module in modules.items()
+        if isinstance(module, nn.Linear | nn.Conv1d)
+        and unsupported_reason(module) is None
+        and not _inside_digital_only(name, modules)
+    ]
+
+
 def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
     placement = "digital" if digital is not None else "analog"
     bits = dict(digital or {})
