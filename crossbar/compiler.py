@@ -113,10 +113,10 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
             "crossbar.compile(model, chip, calibration_inputs=x)"
         )
     compiled = copy.deepcopy(model)
-    if hpd is not None:
-        for name, opts in hpd_transform.apply(compiled, hpd).items():
-            if digital_map.setdefault(name, opts) is not opts:
-                raise ConfigError(f"digital placement: {name} is an HPD factor; set its bits in hpd=, not digital=")
+    hpd_digital = hpd_transform.apply(compiled, hpd) if hpd is not None else {}
+    for name, opts in hpd_digital.items():
+        if digital_map.setdefault(name, opts) is not opts:
+            raise ConfigError(f"digital placement: {name} is an HPD factor; set its bits in hpd=, not digital=")
     names = dict(compiled.named_modules())
     missing = sorted(set(digital_map) - set(names))
     if missing:
@@ -125,7 +125,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     if both:
         raise ConfigError(f"{both[0]}: named in both digital= and hpd=; choose one placement")
 
-    index = 0
+    index, mapped = 0, 0
     for name, module in list(compiled.named_modules()):
         if _inside_digital_only(name, names):
             continue
@@ -136,9 +136,12 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if not isinstance(module, nn.Linear | nn.Conv1d):
             continue
         tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
-        index += 1
+        # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
+        # without HPD, so a chip instance differs from the plain mapping only in the split layer.
+        index += name not in hpd_digital
+        mapped += 1
         _set_submodule(compiled, name, tiled)
-    if index == 0:
+    if mapped == 0:
         raise ValueError("crossbar.compile: the model has no nn.Linear or 1x1 nn.Conv1d layer to map onto tiles")
     if needs_calibration:
         calibrate(compiled, calibration_inputs)

@@ -87,6 +87,18 @@ def test_compile_hpd_options_orientation_rank_and_integer_digital_factor():
     assert truncated.get_submodule("blocks.0.mixer.out_proj.inner").out_features == 4
 
 
+def test_a_chip_instance_with_hpd_differs_from_the_plain_one_only_in_the_split_layer():
+    model = _lm()
+    chip = crossbar.ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
+    plain = crossbar.compile(model, chip, seed=5)
+    split = crossbar.compile(model, chip, seed=5, hpd=["blocks.1.mixer.out_proj"])
+    for name in ("blocks.0.mixer.out_proj", "blocks.2.mixer.in_proj", "decoder"):
+        np.testing.assert_array_equal(plain.get_submodule(name).tile.weights, split.get_submodule(name).tile.weights)
+    assert (
+        split.get_submodule("blocks.1.mixer.out_proj.outer").seed == plain.get_submodule("blocks.1.mixer.out_proj").seed
+    )
+
+
 def test_hpd_bad_input_errors():
     model = _lm()
     with pytest.raises(ConfigError, match="no submodule 'nope'"):
@@ -251,3 +263,15 @@ def test_cli_sensitivity_on_a_saved_model_and_data(tmp_path, capsys):
     torch.save({"inputs": ids}, tmp_path / "bad.pt")
     assert cli_main(["sensitivity", str(tmp_path / "lm.pt"), "--data", str(tmp_path / "bad.pt")]) == 2
     assert "targets" in capsys.readouterr().err
+
+
+def test_shipped_stand_in_lm_and_its_held_out_text():
+    model = zoo.load_model("gated-conv-lm")
+    inputs, targets = zoo.held_out("tiny-shakespeare", tokens=2048, length=128)
+    assert inputs.shape == (16, 128) and torch.equal(inputs[:, 1:], targets[:, :-1])
+    loss = zoo.cross_entropy(inputs, targets)
+    assert np.exp(loss(model)) < 6.0  # trained: 65 characters uniformly would be 65
+    with pytest.warns(UserWarning, match="stays digital"):  # the depthwise convolutions
+        compiled = crossbar.compile(model, "ideal", hpd="auto")
+    assert crossbar.report(compiled).hpd[0].name == "blocks.3.mixer.out_proj"
+    torch.testing.assert_close(compiled(inputs[:2]), model(inputs[:2]), atol=1e-4, rtol=0)
