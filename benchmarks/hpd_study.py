@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=5, help="evaluation noise seeds / chip instances 0..N-1")
     parser.add_argument("--sensitivity-seeds", type=int, default=3, help="ranking seeds 1000..1000+N-1")
     parser.add_argument("--hil-steps", type=int, default=60, help="hardware-in-the-loop steps (0: skip)")
-    parser.add_argument("--hil-lr", type=float, default=3e-4)
+    parser.add_argument("--hil-lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "hpd_study.json")
     parser.add_argument("--figure", type=Path, default=FIGURE, help="perplexity-vs-noise plot (PNG)")
@@ -276,8 +276,14 @@ def _table(result: dict) -> str:
 
 
 def _figure(result: dict, path: Path) -> None:
-    """Perplexity vs noise level (additive, multiplicative) and vs drift time (device), per placement."""
+    """Perplexity vs noise level (additive, multiplicative) and vs drift time (device), per placement; the
+    layer ranking beside it (``*_sensitivity.png``)."""
     import io
+
+    from crossbar.sensitivity import Sensitivity
+
+    ranking = Sensitivity.from_dict(result["sensitivity"]["by_layer"])
+    ranking.plot(path.with_name(path.stem + "_sensitivity.png"))
 
     import matplotlib
 
@@ -299,6 +305,11 @@ def _figure(result: dict, path: Path) -> None:
             ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=name)
         ax.axhline(result["float_perplexity"], color="k", ls=":", lw=1, label="float")
         ax.set_xscale("log")
+        if kind != "device":
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
+        if kind == "additive":
+            ax.set_yscale("log")
         ax.set_xlabel("drift time t_inference (s)" if kind == "device" else f"{kind} noise std (relative)")
         ax.set_ylabel("held-out perplexity")
         ax.set_title(kind if kind != "additive" else "additive (tile max reference)")

@@ -77,6 +77,11 @@ class Sensitivity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Sensitivity:
+        """The inverse of ``to_dict`` (e.g. a ranking read back from a study's JSON)."""
+        return cls(**{**data, "rows": [SensitivityRow(**row) for row in data["rows"]]})
+
     def __str__(self) -> str:
         width = max([5] + [len(row.name) for row in self.rows])
         header = f"{'rank':>4}  {'group':<{width}} {'MACs':>9} {'loss increase':>14} {'+-':>8}"

@@ -216,6 +216,7 @@ def test_sensitivity_ranks_the_fragile_layer_and_block_first():
     assert [r.name for r in by_block.rows][0] == "blocks.1"
     assert sorted(r.name for r in by_block.rows) == ["blocks.0", "blocks.1", "blocks.2", "decoder"]
     assert "blocks.1.mixer.in_proj" in str(by_layer)
+    assert sensitivity.Sensitivity.from_dict(by_layer.to_dict()) == by_layer
     assert sensitivity.place_digital(by_layer, 16 * 32) == ["blocks.1.mixer.in_proj"]
 
 
