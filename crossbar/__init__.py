@@ -9,6 +9,7 @@ from crossbar.compiler import calibrate, compile
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.layers import TiledConv1d, TiledLinear
 from crossbar.report import MappingReport, report
+from crossbar.weight_noise import WeightNoise
 
 __all__ = [
     "ChipConfig",
@@ -16,6 +17,7 @@ __all__ = [
     "MappingReport",
     "TiledConv1d",
     "TiledLinear",
+    "WeightNoise",
     "calibrate",
     "compile",
     "report",
