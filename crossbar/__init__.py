@@ -11,6 +11,7 @@ from crossbar.config import ChipConfig, ConfigError
 from crossbar.energy import EnergyConstants, EnergyReport, estimate
 from crossbar.layers import TiledConv1d, TiledLinear
 from crossbar.report import MappingReport, report
+from crossbar.weight_noise import WeightNoise
 
 __all__ = [
     "ChipConfig",
@@ -20,6 +21,7 @@ __all__ = [
     "MappingReport",
     "TiledConv1d",
     "TiledLinear",
+    "WeightNoise",
     "calibrate",
     "compile",
     "estimate",

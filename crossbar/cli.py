@@ -1,6 +1,6 @@
 """The ``crossbar`` command line: ``demo``, ``map MODEL.pt``, ``estimate MODEL.pt`` (energy and latency),
-``convert`` (lab data to HDF5 measurements), ``calibrate`` (measurements to a device profile) and ``sweep SPEC``
-(Monte-Carlo grids on dask)."""
+``convert`` (lab data to HDF5 measurements), ``calibrate`` (measurements to a device profile), ``sweep SPEC``
+(Monte-Carlo grids on dask) and ``sensitivity MODEL`` (which layers noise hurts most)."""
 
 from __future__ import annotations
 
@@ -202,6 +202,35 @@ def _run_sweep(args: argparse.Namespace, spec: SweepSpec, results: Path, serial:
         return sweep.run_sweep(spec, results, client, progress)
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    from crossbar import sensitivity
+    from crossbar.weight_noise import WeightNoise
+    from models import zoo
+
+    builtin = args.model in zoo.MODELS
+    if not builtin and not Path(args.model).is_file():
+        raise ConfigError(f"{args.model}: neither a built-in model ({', '.join(zoo.MODELS)}) nor a file")
+    model = zoo.load_model(args.model) if builtin else _load_module(args.model).eval()
+    data = args.data or (zoo.default_data(args.model) if builtin else None)
+    if data is None:
+        raise ConfigError("a saved model needs --data (digits, tiny-shakespeare, or a .pt file of inputs/targets)")
+    inputs, targets = zoo.held_out(data, tokens=args.tokens)
+    chip = ChipConfig.load(args.chip)
+    if args.t_inference is not None:
+        chip = chip.replace(device={"t_inference": args.t_inference})
+    noise = WeightNoise(args.noise, args.level, args.reference, (chip.tile.rows, chip.tile.cols), chip)
+    result = sensitivity.analyse(
+        model, zoo.cross_entropy(inputs, targets), noise, range(args.seeds), args.by, hpd=args.hpd
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result)
+    if args.budget is not None:
+        chosen = sensitivity.place_digital(result, args.budget)
+        print(f"digital placement for {args.budget} MACs per vector: {', '.join(chosen) or 'none'}")
+    if args.plot:
+        result.plot(args.plot)
+        print(f"wrote {args.plot}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description="Analog compute-in-memory simulator")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--logx", action="store_true", help="logarithmic x axis")
     sweep_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep_cmd.set_defaults(run=cmd_sweep)
+    sens = commands.add_parser("sensitivity", help="rank layers or blocks by the loss increase noise on them causes")
+    sens.add_argument("model", help="a built-in model (digits-mlp, gated-conv-lm) or a torch.save(model) file")
+    sens.add_argument("--data", help="digits, tiny-shakespeare, or a .pt file of {'inputs', 'targets'}")
+    sens.add_argument("--tokens", type=int, default=8192, help="held-out characters for text data")
+    sens.add_argument("--noise", default="additive", choices=("additive", "multiplicative", "device"))
+    sens.add_argument("--level", type=float, default=0.05, help="noise std (relative; additive/multiplicative)")
+    sens.add_argument("--reference", default="tile", choices=("tile", "layer"), help="additive: max |w| of")
+    sens.add_argument("--chip", default="default", help="chip (tile size; the device for --noise device)")
+    sens.add_argument("--t-inference", type=float, help="--noise device: drift time in s (default: the chip's)")
+    sens.add_argument("--by", default="layer", choices=("layer", "block"))
+    sens.add_argument("--seeds", type=int, default=3, help="noise seeds 0..N-1 (mean and std)")
+    sens.add_argument("--hpd", nargs="+", help="analyse with these layers split by HPD (e.g. blocks.-1.mixer.out_proj)")
+    sens.add_argument("--budget", type=int, help="also print the digital placement for this many MACs per vector")
+    sens.add_argument("--plot", help="write the ranking as a PNG")
+    sens.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sens.set_defaults(run=cmd_sensitivity)
     return parser
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.layers import TiledConv1d, TiledLinear
+from models import hpd as hpd_transform
 
 DigitalPlacement = Iterable[str] | Mapping[str, Mapping[str, int | None]]
 
@@ -49,6 +50,18 @@ def _inside_digital_only(name: str, modules: dict[str, nn.Module]) -> bool:
     return any(isinstance(modules[".".join(parts[:i])], _DIGITAL_ONLY) for i in range(1, len(parts)))
 
 
+def mapped_layers(model: nn.Module) -> list[str]:
+    """Names of the layers ``compile`` puts on tiles (nn.Linear, 1x1 nn.Conv1d), in model order."""
+    modules = dict(model.named_modules())
+    return [
+        name
+        for name, module in modules.items()
+        if isinstance(module, nn.Linear | nn.Conv1d)
+        and unsupported_reason(module) is None
+        and not _inside_digital_only(name, modules)
+    ]
+
+
 def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
     placement = "digital" if digital is not None else "analog"
     bits = dict(digital or {})
@@ -71,6 +84,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     seed: int = 0,
     digital: DigitalPlacement | None = None,
     calibration_inputs: torch.Tensor | tuple | None = None,
+    hpd: hpd_transform.HPDSpec | None = None,
 ) -> nn.Module:
     """A new module in which every nn.Linear and 1x1 nn.Conv1d of ``model`` computes on tiles.
 
@@ -78,8 +92,11 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     drift and per-forward noise all derive from it). ``digital``: names of layers (as in
     ``model.named_modules()``) to place on exact digital tiles instead, or a mapping name ->
     ``{"weight_bits": int, "input_bits": int}`` for integer digital tiles. ``calibration_inputs``: sample
-    model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges.
-    The original model is not modified. Every other module stays as it is (digital).
+    model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges. ``hpd``:
+    layers to split by hybrid projection decomposition (``models.hpd.apply``: ``"auto"``, names such as
+    ``"blocks.-1.mixer.out_proj"``, or name -> options); each one's analog factor goes on tiles and its other
+    factor on an exact (or integer) digital tile. The original model is not modified. Every other module
+    stays as it is (digital).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"crossbar.compile needs a torch.nn.Module, got {type(model).__name__}")
@@ -96,12 +113,19 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
             "crossbar.compile(model, chip, calibration_inputs=x)"
         )
     compiled = copy.deepcopy(model)
+    hpd_digital = hpd_transform.apply(compiled, hpd) if hpd is not None else {}
+    for name, opts in hpd_digital.items():
+        if digital_map.setdefault(name, opts) is not opts:
+            raise ConfigError(f"digital placement: {name} is an HPD factor; set its bits in hpd=, not digital=")
     names = dict(compiled.named_modules())
     missing = sorted(set(digital_map) - set(names))
     if missing:
         raise ConfigError(f"digital placement: no module named {missing[0]!r} in the model")
+    both = [n for n in digital_map if isinstance(names[n], hpd_transform.HPDLinear)]
+    if both:
+        raise ConfigError(f"{both[0]}: named in both digital= and hpd=; choose one placement")
 
-    index = 0
+    index, mapped = 0, 0
     for name, module in list(compiled.named_modules()):
         if _inside_digital_only(name, names):
             continue
@@ -112,9 +136,12 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if not isinstance(module, nn.Linear | nn.Conv1d):
             continue
         tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
-        index += 1
+        # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
+        # without HPD, so a chip instance differs from the plain mapping only in the split layer.
+        index += name not in hpd_digital
+        mapped += 1
         _set_submodule(compiled, name, tiled)
-    if index == 0:
+    if mapped == 0:
         raise ValueError("crossbar.compile: the model has no nn.Linear or 1x1 nn.Conv1d layer to map onto tiles")
     if needs_calibration:
         calibrate(compiled, calibration_inputs)

@@ -9,6 +9,10 @@ from torch import nn
 
 from crossbar.layers import TiledConv1d, TiledLinear
 from crossbar.tiles import AnalogTiles
+from models.hpd import HPDLinear
+
+# What each factor of an HPD layer holds, by orientation: (inner, outer).
+_HPD_FACTORS = {"us_analog": ("V^T", "U*S"), "svt_analog": ("S*V^T", "U")}
 
 
 @dataclass
@@ -23,6 +27,19 @@ class LayerRow:
     tiles: int = 0
     utilisation: float | None = None
     parameters: int = 0
+    hpd: str | None = None  # for a factor of an HPD layer: which factor, e.g. "U*S"
+
+
+@dataclass
+class HPDRow:
+    """One layer split by HPD: its rank and where each factor went."""
+
+    name: str
+    rank: int
+    orientation: str
+    analog: str
+    digital: str
+    digital_macs: int  # multiply-accumulates of the digital factor per input vector
 
 
 @dataclass
@@ -32,6 +49,7 @@ class MappingReport:
     chip: str
     tile: tuple[int, int]
     layers: list[LayerRow] = field(default_factory=list)
+    hpd: list[HPDRow] = field(default_factory=list)
 
     @property
     def analog_tiles(self) -> int:
@@ -43,12 +61,14 @@ class MappingReport:
             "tile": list(self.tile),
             "analog_tiles": self.analog_tiles,
             "layers": [asdict(row) for row in self.layers],
+            "hpd": [asdict(row) for row in self.hpd],
         }
 
     def __str__(self) -> str:
+        width = max([28] + [len(row.name) for row in self.layers])
         header = f"chip {self.chip}, tiles {self.tile[0]}x{self.tile[1]}, {self.analog_tiles} analog tiles used"
         columns = (
-            f"{'layer':<28} {'type':<12} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
+            f"{'layer':<{width}} {'type':<12} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
         )
         lines = [header, columns, "-" * len(columns)]
         for row in self.layers:
@@ -56,7 +76,12 @@ class MappingReport:
             grid = f"{row.tile_grid[0]}x{row.tile_grid[1]}" if row.tile_grid else "-"
             util = f"{row.utilisation:.1%}" if row.utilisation is not None else "-"
             lines.append(
-                f"{row.name:<28} {row.kind:<12} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} {util:>6}"
+                f"{row.name:<{width}} {row.kind:<12} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} {util:>6}"
+            )
+        for h in self.hpd:
+            lines.append(
+                f"HPD {h.name}: rank {h.rank}, {h.analog} analog, {h.digital} digital "
+                f"({h.digital_macs} digital MACs per input vector)"
             )
         return "\n".join(lines)
 
@@ -69,10 +94,20 @@ def report(compiled: nn.Module) -> MappingReport:
     chip = tiled[0][1].chip
     result = MappingReport(chip=chip.name, tile=(chip.tile.rows, chip.tile.cols))
     tiled_names = {n for n, _ in tiled}
+    factors = {}
+    for name, module in compiled.named_modules():
+        if isinstance(module, HPDLinear):
+            inner, outer = _HPD_FACTORS[module.orientation]
+            factors.update({f"{name}.inner": inner, f"{name}.outer": outer})
+            analog, digital = (outer, inner) if module.digital_factor == "inner" else (inner, outer)
+            result.hpd.append(HPDRow(name, module.rank, module.orientation, analog, digital, module.digital_macs()))
     for name, module in compiled.named_modules():
         if isinstance(module, TiledLinear):
             kind = "Conv1d(1x1)" if isinstance(module, TiledConv1d) else "Linear"
+            if name in factors:
+                kind = f"HPD {factors[name]}"
             row = LayerRow(name, kind, module.placement, shape=(module.out_features, module.in_features))
+            row.hpd = factors.get(name)
             if isinstance(module.tile, AnalogTiles):
                 grid = module.tile.grid
                 row.tile_grid = (grid.row_blocks, grid.col_blocks)
