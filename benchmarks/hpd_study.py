@@ -131,14 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     analog_macs["hpd"] = total_macs - macs[layer] + target.out_features * rank  # U*S on tiles
     analog_macs["hpd_svt"] = total_macs - macs[layer] + rank * target.in_features  # S*V^T on tiles
     random_draws = [sensitivity.random_placement(by_layer, budget, np.random.default_rng(s)) for s in seeds]
-    # ENERGY COLUMN (lead, at merge): price each placement with crossbar.estimate on its compiled model
-    # (crossbar.compile(model, chip, digital=..., hpd=...)) and store it next to digital_macs below.
+    # energy per token of each placement on the chip (crossbar.estimate on a slice of the held-out text)
+    probe = inputs[half : half + 4]
+    tokens_per_probe = probe.numel()
+
+    def energy_per_token(digital_layers: list[str], spec: dict | None) -> float:
+        compiled = crossbar.compile(model, chip, seed=0, digital=digital_layers, hpd=spec)
+        return crossbar.estimate(compiled, probe).energy * len(probe) / tokens_per_probe
+
     cost = {
         name: {
             "digital_layers": placements[name][0],
             "hpd": placements[name][1],
             "digital_macs_per_token": digital_macs[name],
             "analog_macs_per_token": analog_macs[name],
+            "energy_j_per_token": energy_per_token(*placements[name]),
         }
         for name in placements
     }
