@@ -35,13 +35,14 @@ CACHE = Path(__file__).parent / "checkpoints"
 
 @dataclass(frozen=True)
 class PTDSettings:
-    """Optimisation settings (dimensionless): penalty weights, start size, Adam steps and rate, seed."""
+    """Optimisation settings (dimensionless): penalty weights, start size, Adam steps, seed, and the Adam rate
+    ``lr`` on E / ||A||_2 (0.2 / ||A||_2 of N = 64, so the step in E's entries is 0.2 there)."""
 
-    gamma: float = 1000.0
+    gamma: float = 1.0e4
     mu: float = 10.0
     start: float = 0.01
     steps: int = 600
-    lr: float = 0.2
+    lr: float = 7.67e-5
     seed: int = 0
 
 
@@ -61,13 +62,13 @@ def optimise_perturbation(n: int, settings: PTDSettings = PTDSettings()) -> np.n
     start = np.random.default_rng(settings.seed).standard_normal((n, n))
     start *= settings.start * norm_a / np.linalg.norm(start, 2)
     a = torch.from_numpy(a_np)
-    e = torch.tensor(start, requires_grad=True)
-    optimiser = torch.optim.Adam([e], lr=settings.lr)
+    relative = torch.tensor(start / norm_a, requires_grad=True)
+    optimiser = torch.optim.Adam([relative], lr=settings.lr)
     for _ in range(settings.steps):
         optimiser.zero_grad()
-        _objective(a, e, norm_a, settings).backward()
+        _objective(a, norm_a * relative, norm_a, settings).backward()
         optimiser.step()
-    return e.detach().numpy()
+    return norm_a * relative.detach().numpy()
 
 
 def cache_path(n: int) -> Path:

@@ -40,7 +40,7 @@ MODELS: dict[str, DigitsConfig] = {
     "s4-ptd": DigitsConfig("s4d", {"init": "ptd"}),
     "dss": DigitsConfig("dss", lr=1e-2),
     "s5": DigitsConfig("s5", {"init": "legs"}),
-    "s5-ptd": DigitsConfig("s5", {"init": "ptd"}),
+    "s5-ptd": DigitsConfig("s5", {"init": "ptd"}, lr=1e-2),
 }
 
 

@@ -115,13 +115,13 @@ def test_diagonal_inits_are_the_published_ones():
 
 
 def test_ptd_condition_numbers():
-    """HiPPO-LegS N=64: kappa(V) ~4e20 before, ~21 after PTD with ||E|| ~1% of ||A|| (shipped perturbation)."""
+    """HiPPO-LegS N=64: kappa(V) ~4e20 before, ~41 after PTD with ||E|| ~0.4% of ||A|| (shipped perturbation)."""
     a, b = hippo_legs(64)
     e = perturbation(64)
     before, after = eigenvector_condition(a), eigenvector_condition(a + e)
     relative = np.linalg.norm(e, 2) / np.linalg.norm(a, 2)
     print(f"kappa(V) HiPPO-LegS N=64: {before:.3g} -> {after:.3g} after PTD, ||E||/||A|| = {relative:.4f}")
-    assert before > 1e18 and after < 30 and relative < 0.02
+    assert before > 1e18 and after < 60 and relative < 0.01
     lam, into, out = ptd_modal(64)
     assert np.all(lam.real < -0.49)  # stable
     c = np.random.default_rng(0).standard_normal(64)
@@ -132,8 +132,27 @@ def test_ptd_condition_numbers():
     # The optimisation itself, small and short: N = 16 from kappa ~1e9 to a well-conditioned A + E.
     a16, _ = hippo_legs(16)
     e16 = optimise_perturbation(16, PTDSettings(steps=150))
-    assert eigenvector_condition(a16) > 1e8 and eigenvector_condition(a16 + e16) < 30
+    assert eigenvector_condition(a16) > 1e8 and eigenvector_condition(a16 + e16) < 60
     assert np.linalg.norm(e16, 2) < 0.03 * np.linalg.norm(a16, 2)
+
+
+def test_ptd_transfer_function_is_closer_to_hippo_than_s4d_legs():
+    """G(i w) = C (i w - A)^-1 B on |w| <= 200, random C: the PTD modes track HiPPO-LegS about 9x closer than
+    S4D-LegS's (which drops the low-rank term), max error relative to max |G_HiPPO|: ~1.1 vs ~8.4."""
+    a, b = hippo_legs(64)
+    c = np.random.default_rng(0).standard_normal(64)
+    omegas = np.linspace(-200, 200, 401)
+    hippo = np.array([c @ np.linalg.solve(1j * w * np.eye(64) - a, b) for w in omegas])
+
+    def modal(lam, into, out):
+        residue = (c @ out) * (into @ b)
+        return np.array([np.sum(residue / (1j * w - lam) + residue.conj() / (1j * w - lam.conj())) for w in omegas])
+
+    scale = np.max(np.abs(hippo))
+    legs_error = np.max(np.abs(modal(*legs_modal(64)) - hippo)) / scale
+    ptd_error = np.max(np.abs(modal(*ptd_modal(64)) - hippo)) / scale
+    print(f"transfer-function error vs HiPPO-LegS: S4D-LegS {legs_error:.3g}, PTD {ptd_error:.3g}")
+    assert ptd_error < legs_error / 5
 
 
 @pytest.fixture(scope="module")
