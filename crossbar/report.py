@@ -86,6 +86,11 @@ class MappingReport:
         return "\n".join(lines)
 
 
+def _digital_work(module: nn.Module) -> bool:
+    """A leaf module, or one whose own forward computes (it defines ``digital_ops``, e.g. an SSM mixer)."""
+    return not list(module.children()) or callable(getattr(module, "digital_ops", None))
+
+
 def report(compiled: nn.Module) -> MappingReport:
     """The mapping report of a model returned by ``crossbar.compile``."""
     tiled = [(n, m) for n, m in compiled.named_modules() if isinstance(m, TiledLinear)]
@@ -114,7 +119,7 @@ def report(compiled: nn.Module) -> MappingReport:
                 row.tiles, row.utilisation = grid.tiles, grid.utilisation
             row.parameters = sum(p.numel() for p in module.parameters())
             result.layers.append(row)
-        elif not list(module.children()) and not any(name.startswith(t + ".") for t in tiled_names):
-            params = sum(p.numel() for p in module.parameters())
+        elif _digital_work(module) and not any(name.startswith(t + ".") for t in tiled_names):
+            params = sum(p.numel() for p in module.parameters(recurse=False))
             result.layers.append(LayerRow(name, type(module).__name__, "digital", parameters=params))
     return result

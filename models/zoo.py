@@ -30,12 +30,22 @@ def _gated_conv_lm() -> nn.Module:
     return load_model()
 
 
+def _digits_ssm(name: str) -> Callable[[], nn.Module]:
+    def load() -> nn.Module:
+        from models.ssm_digits import load
+
+        return load(name)
+
+    return load
+
+
 # name -> (loader, held-out data name). The Mamba char-LM joins here as "mamba" when it is merged.
 MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "digits-mlp": (_digits_mlp, "digits"),
     "gated-conv-lm": (_gated_conv_lm, "tiny-shakespeare"),
+    **{name: (_digits_ssm(name), "sequential-digits") for name in ("s4d", "s4-ptd", "dss", "s5", "s5-ptd")},
 }
-DATASETS = ("digits", "tiny-shakespeare")
+DATASETS = ("digits", "sequential-digits", "tiny-shakespeare")
 
 
 def load_model(name: str) -> nn.Module:
@@ -53,7 +63,8 @@ def default_data(name: str) -> str:
 def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out (inputs, targets): a dataset name or a file of ``torch.save({"inputs": x, "targets": y})``.
 
-    ``"digits"``: the demo's 30 % test split, x (540, 64) float, y (540,) int64. ``"tiny-shakespeare"``: the
+    ``"digits"``: the demo's 30 % test split, x (540, 64) float, y (540,) int64; ``"sequential-digits"``: the
+    same read pixel by pixel, x (540, 64, 1). ``"tiny-shakespeare"``: the
     first ``tokens // length`` consecutive windows of ``length`` characters of the held-out text, x and y
     (windows, length) int64, y the next characters (deterministic: no sampling).
     """
@@ -62,6 +73,11 @@ def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Te
 
         _, _, x, y = digits_split()
         return x, y.long()
+    if name == "sequential-digits":
+        from models.data import sequential_digits
+
+        _, _, x, y = sequential_digits()
+        return x, y
     if name == "tiny-shakespeare":
         from models.data import tiny_shakespeare
 
