@@ -92,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print()
     print(demo.format_result(result, chip.name))
     print()
-    print(demo.energy(chip))
+    print(result.energy or "energy: not estimated (the chip has no DAC/ADC resolution to price)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:

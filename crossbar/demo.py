@@ -73,26 +73,24 @@ class DemoResult:
     ideal_accuracy: float
     chip_accuracies: list[float]
     seconds: float
+    energy: crossbar.EnergyReport | None  # None for a chip without DAC/ADC resolution (ideal)
 
 
 def run(chip: ChipConfig | None = None, instances: int = 5) -> tuple[DemoResult, crossbar.MappingReport]:
-    """Float vs ideal tiles vs ``chip`` (default preset) accuracy on the held-out digits."""
+    """Float vs ideal tiles vs ``chip`` (default preset) accuracy on the held-out digits, and the energy per
+    inference on ``chip``."""
     start = time.perf_counter()
     chip = chip or ChipConfig.preset("default")
     model = load_model()
     _, _, x_test, y_test = digits_split()
     ideal = accuracy(crossbar.compile(model, "ideal"), x_test, y_test)
     chip_acc = [accuracy(crossbar.compile(model, chip, seed=s), x_test, y_test) for s in range(instances)]
-    mapping = crossbar.report(crossbar.compile(model, chip))
-    result = DemoResult(accuracy(model, x_test, y_test), ideal, chip_acc, time.perf_counter() - start)
+    compiled = crossbar.compile(model, chip)
+    mapping = crossbar.report(compiled)
+    has_converters = chip.dac.bits is not None and chip.adc.bits is not None
+    energy = crossbar.estimate(compiled, x_test) if has_converters else None  # per held-out digit
+    result = DemoResult(accuracy(model, x_test, y_test), ideal, chip_acc, time.perf_counter() - start, energy)
     return result, mapping
-
-
-def energy(chip: ChipConfig | None = None) -> crossbar.EnergyReport:
-    """Energy and latency per inference of the demo model on ``chip`` (default preset), from the test digits."""
-    chip = chip or ChipConfig.preset("default")
-    _, _, x_test, _ = digits_split()
-    return crossbar.estimate(crossbar.compile(load_model(), chip), x_test)
 
 
 def format_result(result: DemoResult, chip_name: str) -> str:

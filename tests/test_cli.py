@@ -56,6 +56,7 @@ def test_demo_keeps_accuracy_on_the_default_chip():
     assert abs(result.ideal_accuracy - result.float_accuracy) < 1e-9
     assert min(result.chip_accuracies) > result.float_accuracy - 0.03
     assert mapping.analog_tiles == 5
+    assert result.energy.ops == 2 * (64 * 300 + 300 * 100 + 100 * 10) and result.energy.tops_per_watt > 0
 
 
 def test_demo_console_script_runs():
