@@ -17,6 +17,7 @@ from test_cli import run_cli
 
 import crossbar
 from crossbar import demo
+from crossbar.config import ConfigError
 from crossbar.sweep import SpecError, expand, load_spec, local_cluster, parse_spec, run_sweep, summarize
 from crossbar.sweep.runner import single_threaded
 
@@ -56,6 +57,7 @@ def test_bad_specs_fail_before_any_work(tmp_path):
         ({**spec_dict(workload=touch), "chips": ["missing.json"]}, "no such chip file"),
         (spec_dict(workload="resnet-9000"), "unknown workload 'resnet-9000'"),
         (spec_dict(workload=f"{HERE / 'sweep_workloads.py'}:nothing"), "has no function 'nothing'"),
+        (spec_dict(workload="no_such_package.models:build"), "cannot be imported"),
         ({**spec_dict(workload=touch), "parameters": {"adc.bitz": [4]}}, "unknown chip field"),
         (spec_dict(workload=touch, bits=[4, 40]), "adc.bits: must be an integer from 2 to 24"),
         (spec_dict(workload=touch, bits=[4, 4]), "duplicate values"),
@@ -123,6 +125,11 @@ def test_rerun_skips_finished_points(tmp_path):
     after = pd.read_parquet(path)
     assert len(after) == 3 and after["key"].is_unique
     pd.testing.assert_frame_equal(after.iloc[:2], before)
+    (tmp_path / "notes.parquet").write_text("not a table")
+    for bad, message in [(tmp_path / "notes.parquet", "not a readable Parquet"), (tmp_path, "is a folder")]:
+        with pytest.raises(ConfigError, match=message):
+            run_sweep(parse_spec(spec_dict(seeds=1, bits=[6])), bad, progress=False)
+    assert (tmp_path / "notes.parquet").read_text() == "not a table"
 
 
 def test_a_killed_client_leaves_a_readable_file_and_the_rerun_completes(tmp_path):

@@ -74,7 +74,7 @@ def parse_spec(data: Any, base_dir: str | os.PathLike = ".", source: str = "<dic
 
     if not isinstance(data, dict):
         raise fail("spec", f"must be a mapping with keys {', '.join(REQUIRED)} (got {type(data).__name__})")
-    unknown = sorted(set(data) - set(TOP_LEVEL))
+    unknown = sorted(map(str, set(data) - set(TOP_LEVEL)))
     if unknown:
         raise fail(str(unknown[0]), f"unknown key; known keys: {', '.join(TOP_LEVEL)}")
     missing = [key for key in REQUIRED if key not in data]

@@ -26,6 +26,8 @@ class ResultsStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.table: pa.Table | None = None
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path}: is a folder; the results are one Parquet file")
         if self.path.exists():
             try:
                 self.table = pq.read_table(self.path)

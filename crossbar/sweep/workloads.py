@@ -113,8 +113,8 @@ def factory(ref: WorkloadRef) -> Callable[..., Any]:
 def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
-        raise ConfigError(f"workload module {name!r} cannot be imported ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 (whatever the module raises, the spec names an unusable workload)
+        raise ConfigError(f"workload module {name!r} cannot be imported ({type(exc).__name__}: {exc})") from exc
 
 
 def _module_from_file(path: Path) -> Any:
@@ -128,9 +128,9 @@ def _module_from_file(path: Path) -> Any:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except BaseException:
+        except Exception as exc:  # noqa: BLE001 (whatever the file raises, the spec names an unusable workload)
             del sys.modules[name]
-            raise
+            raise ConfigError(f"workload file {path} cannot be imported ({type(exc).__name__}: {exc})") from exc
     return sys.modules[name]
 
 
