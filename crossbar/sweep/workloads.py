@@ -1,6 +1,7 @@
 """Workloads: what a sweep point evaluates, a model plus held-out data plus a metric.
 
-Built in: ``WORKLOADS`` maps a name to a factory (``digits-mlp``, the demo MLP). A spec may also name
+Built in: ``WORKLOADS`` maps a name to a factory (``digits-mlp``, the demo MLP, and every trained model of
+``models.zoo``: the digits state-space models and the char-LMs on their held-out data). A spec may also name
 ``package.module:function`` or ``path/to/file.py:function`` (relative to the spec): a function taking the
 spec's ``args`` as keyword arguments and returning a ``Workload`` (or a tuple model, inputs, targets,
 metric name). Other packages register theirs with ``WORKLOADS["name"] = factory``.
@@ -25,6 +26,7 @@ from torch import nn
 
 from crossbar import demo
 from crossbar.config import ConfigError
+from models import zoo
 
 
 @dataclass
@@ -70,7 +72,19 @@ def digits_mlp() -> Workload:
     return Workload(demo.load_model(), x_test, y_test, "accuracy", calibration_inputs=x_train[:256])
 
 
-WORKLOADS: dict[str, Callable[..., Workload]] = {"digits-mlp": digits_mlp}
+def shipped_model(name: str, tokens: int = 8192) -> Workload:
+    """A trained model of ``models.zoo`` on its held-out data: top-1 accuracy for the digits models, mean
+    cross-entropy (nats per character) over ``tokens`` held-out characters for the language models."""
+    data = zoo.default_data(name)
+    inputs, targets = zoo.held_out(data, tokens=tokens)
+    metric = "cross_entropy" if data == "tiny-shakespeare" else "accuracy"
+    return Workload(zoo.load_model(name), inputs, targets, metric, batch_size=64)
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "digits-mlp": digits_mlp,
+    **{name: functools.partial(shipped_model, name) for name in zoo.MODELS if name != "digits-mlp"},
+}
 
 
 @dataclass(frozen=True)
