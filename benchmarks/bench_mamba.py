@@ -3,9 +3,8 @@
 
 One run, same threads for both: for every model in models.pretrained.SPECS, the float model and
 ``crossbar.compile(model, "default", seed=0)`` (compiled once, programming timed apart) each evaluate the same
-batch under ``torch.no_grad()``: 16 held-out windows of 128 characters (LMs) or the 540 test digits
-(classifiers). Contenders alternate within each round; the minimum over rounds is kept. Target: chip / float
-within 3x.
+batch under ``torch.no_grad()``: 16 held-out windows of 128 characters. Contenders alternate within each
+round; the minimum over rounds is kept. Target: chip / float within 3x.
 
     python benchmarks/bench_mamba.py [--threads 2] [--reps 5] [--out benchmarks/results/mamba_speed.json]
 """
@@ -34,14 +33,12 @@ def main() -> None:
 
     import crossbar
     from models import lm_eval, pretrained
-    from models.data import sequential_digits, tiny_shakespeare
+    from models.data import tiny_shakespeare
 
-    lm_inputs, _ = lm_eval.windows(tiny_shakespeare().valid, 128, max_chars=16 * 128)
-    digits = sequential_digits()[2]
+    inputs, _ = lm_eval.windows(tiny_shakespeare().valid, 128, max_chars=16 * 128)
     results: dict[str, Any] = {"machine": machine_info(threading), "target_ratio": TARGET_RATIO, "models": {}}
     for name in pretrained.SPECS:
         model = pretrained.load(name)
-        inputs = lm_inputs if model.task == "lm" else digits
         start = time.perf_counter()
         chip = crossbar.compile(model, "default", seed=0)
         compile_s = time.perf_counter() - start

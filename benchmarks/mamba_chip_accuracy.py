@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Accuracy of the shipped Mamba / Mamba-2 models: float vs ideal tiles vs the default chip (several instances).
+"""Accuracy of the shipped Mamba / Mamba-2 char-LMs: float vs ideal tiles vs the default chip (several instances).
 
-Char-LMs: bits per character on the first ``--chars`` held-out characters of tiny-shakespeare (windows of the
-training context, models/lm_eval.py), with the unigram and bigram baselines on the same characters.
-Digit classifiers: accuracy on the 540 test sequences. Chip instances are seeds 0 .. ``--instances`` - 1 of
-``crossbar.compile(model, "default", seed)``. Prints a Markdown table and writes JSON.
+Bits per character on the first ``--chars`` held-out characters of tiny-shakespeare (windows of the training
+context, models/lm_eval.py), with the unigram and bigram baselines on the same characters. Chip instances
+are seeds 0 .. ``--instances`` - 1 of ``crossbar.compile(model, "default", seed)``.
+Prints a Markdown table and writes JSON.
 
     python benchmarks/mamba_chip_accuracy.py [--instances 5] [--chars 8192] [--out benchmarks/results/mamba_chip.json]
 """
@@ -22,14 +22,6 @@ from common import configure_threads, machine_info, write_json_atomic
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mamba_chip.json"
 
 
-def accuracy(model: Any, x: Any, y: Any) -> float:
-    """Fraction of the sequences x (N, 64, 1) that ``model`` classifies as y (N,)."""
-    import torch
-
-    with torch.no_grad():
-        return float((model(x).argmax(-1) == y).float().mean())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=5, help="chip instances (seeds 0..N-1)")
@@ -41,29 +33,22 @@ def main() -> None:
 
     import crossbar
     from models import lm_eval, pretrained
-    from models.data import sequential_digits, tiny_shakespeare
+    from models.data import tiny_shakespeare
 
     corpus = tiny_shakespeare()
-    _, _, x_test, y_test = sequential_digits()
     results: dict[str, Any] = {"machine": machine_info(threading), "instances": args.instances, "models": {}}
     rows = []
     for name in pretrained.SPECS:
         checkpoint = pretrained.read_checkpoint(name)
         model = pretrained.load(name)
-        if model.task == "lm":
-            inputs, targets = lm_eval.windows(corpus.valid, checkpoint["training"]["context"], args.chars)
-            metric, unit = "bits_per_char", "bits/char (lower is better)"
-
-            score = functools.partial(lm_eval.bits_per_char, inputs=inputs, targets=targets)
-            baselines = {
-                "unigram": lm_eval.unigram_bits(corpus.train, targets, len(corpus.vocabulary)),
-                "bigram": lm_eval.bigram_bits(corpus.train, inputs, targets, len(corpus.vocabulary)),
-                "scored_chars": targets.numel(),
-            }
-        else:
-            metric, unit, baselines = "accuracy", "test accuracy", {"chance": 0.1}
-            score = functools.partial(accuracy, x=x_test, y=y_test)
-
+        inputs, targets = lm_eval.windows(corpus.valid, checkpoint["training"]["context"], args.chars)
+        metric, unit = "bits_per_char", "bits/char (lower is better)"
+        score = functools.partial(lm_eval.bits_per_char, inputs=inputs, targets=targets)
+        baselines = {
+            "unigram": lm_eval.unigram_bits(corpus.train, targets, len(corpus.vocabulary)),
+            "bigram": lm_eval.bigram_bits(corpus.train, inputs, targets, len(corpus.vocabulary)),
+            "scored_chars": targets.numel(),
+        }
         chip = [score(crossbar.compile(model, "default", seed=s)) for s in range(args.instances)]
         entry = {
             "metric": metric,

@@ -1,9 +1,9 @@
-"""The shipped Mamba / Mamba-2 models: their architectures by name, and a loader for the trained weights.
+"""The shipped Mamba / Mamba-2 char-LMs: their architectures by name, and a loader for the trained weights.
 
     model = load("mamba-lm")        # SequenceModel in eval mode, trained weights from models/checkpoints/
 
 A checkpoint (``models/checkpoints/<name>.pt``, written by ``python -m models.train``) is a dict of plain
-data: ``name``, ``spec`` (the architecture below, checked on load), ``state_dict``, ``vocabulary`` (LMs),
+data: ``name``, ``spec`` (the architecture below, checked on load), ``state_dict``, ``vocabulary``,
 ``metrics`` and ``training`` (the settings and seed that reproduce it).
 """
 
@@ -42,24 +42,6 @@ SPECS: dict[str, dict[str, Any]] = {
         "d_model": 64,
         "n_layers": 3,
         "mixer_options": {"d_state": 16, "expand": 2, "headdim": 16, "d_conv": 4, "chunk": 32},
-    },
-    "mamba-digits": {
-        "mixer": "mamba",
-        "task": "classify",
-        "d_input": 1,
-        "n_out": 10,
-        "d_model": 32,
-        "n_layers": 2,
-        "mixer_options": {"d_state": 8, "expand": 2, "d_conv": 4},
-    },
-    "mamba2-digits": {
-        "mixer": "mamba2",
-        "task": "classify",
-        "d_input": 1,
-        "n_out": 10,
-        "d_model": 32,
-        "n_layers": 2,
-        "mixer_options": {"d_state": 8, "expand": 2, "headdim": 16, "d_conv": 4, "chunk": 32},
     },
 }
 

@@ -1,13 +1,12 @@
-"""Train a shipped Mamba / Mamba-2 model and write its checkpoint atomically.
+"""Train a shipped Mamba / Mamba-2 character LM on tiny-shakespeare and write its checkpoint atomically.
 
-    python -m models.train mamba-lm                      # tiny-shakespeare char-LM -> models/checkpoints/mamba-lm.pt
-    python -m models.train mamba-digits --threads 2      # sequential digits classifier
-    python -m models.train mamba2-lm --device cuda --steps 100 --out /tmp/mamba2-lm.pt
+    python -m models.train mamba-lm                      # -> models/checkpoints/mamba-lm.pt
+    python -m models.train mamba2-lm --steps 200 --threads 2 --out /tmp/mamba2-lm.pt
 
-Every random draw comes from ``--seed`` (initialisation, batches, dropout). AdamW with linear warmup and cosine
-decay, weight decay on the weight matrices only, gradient clipping at 1. The LMs report bits per character on
+Every random draw comes from ``--seed`` (initialisation, batches). AdamW with linear warmup and cosine decay,
+weight decay on the weight matrices only, gradient clipping at 1. The checkpoint records bits per character on
 the held-out tenth of the text against unigram and bigram baselines scored on the same characters
-(models/lm_eval.py); the classifiers report test accuracy.
+(models/lm_eval.py).
 """
 
 from __future__ import annotations
@@ -24,13 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import lm_eval
-from models.data import lm_batches, sequential_digits, tiny_shakespeare
+from models.data import lm_batches, tiny_shakespeare
 from models.pretrained import SPECS, build, checkpoint_path
 
-DEFAULTS = {  # per task: steps, batch, learning rate, context (LM)
-    "lm": {"steps": 250, "batch": 8, "lr": 4e-3, "context": 128},
-    "classify": {"steps": 250, "batch": 32, "lr": 5e-3, "context": 64},
-}
+DEFAULTS = {"steps": 250, "batch": 8, "lr": 4e-3, "context": 128}
 
 
 def optimiser(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -50,32 +46,34 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train(name: str, steps: int, batch: int, lr: float, context: int, seed: int, device: str, log_every: int = 25):
-    """Train model ``name``; returns (model on the CPU in eval mode, checkpoint dict)."""
+def train(
+    name: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    context: int,
+    seed: int,
+    device: str = "cpu",
+    eval_chars: int | None = None,
+    log_every: int = 25,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the LM ``name``; returns (model on the CPU in eval mode, checkpoint dict).
+
+    ``eval_chars`` limits the held-out characters scored at the end (default: all of them).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    task = SPECS[name]["task"]
+    corpus = tiny_shakespeare()
+    if len(corpus.vocabulary) != SPECS[name]["d_input"]:
+        raise ValueError(f"the corpus has {len(corpus.vocabulary)} characters, SPECS[{name!r}] another vocabulary")
     model = build(name).to(device)
     opt = optimiser(model, lr, weight_decay=0.1)
-    if task == "lm":
-        corpus = tiny_shakespeare()
-        if len(corpus.vocabulary) != SPECS[name]["d_input"]:
-            raise ValueError(
-                f"corpus has {len(corpus.vocabulary)} characters, SPECS[{name!r}] expects a different size"
-            )
-    else:
-        x_train, y_train, x_test, y_test = sequential_digits()
     start = time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr)
-        if task == "lm":
-            inputs, targets = lm_batches(corpus.train, context, batch, generator)
-            logits = model(inputs.to(device))
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
-        else:
-            pick = torch.randint(0, len(x_train), (batch,), generator=generator)
-            loss = F.cross_entropy(model(x_train[pick].to(device)), y_train[pick].to(device))
+        inputs, targets = lm_batches(corpus.train, context, batch, generator)
+        loss = F.cross_entropy(model(inputs.to(device)).flatten(0, 1), targets.to(device).flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -84,47 +82,42 @@ def train(name: str, steps: int, batch: int, lr: float, context: int, seed: int,
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:7.1f} s", flush=True)
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
-    metrics: dict[str, Any] = {"train_seconds": seconds, "train_device": device}
-    if task == "lm":
-        inputs, targets = lm_eval.windows(corpus.valid, context)
-        vocabulary = len(corpus.vocabulary)
-        metrics.update(
-            valid_chars=targets.numel(),
-            bits_per_char=lm_eval.bits_per_char(model, inputs, targets),
-            unigram_bits_per_char=lm_eval.unigram_bits(corpus.train, targets, vocabulary),
-            bigram_bits_per_char=lm_eval.bigram_bits(corpus.train, inputs, targets, vocabulary),
-        )
-    else:
-        with torch.no_grad():
-            metrics["test_accuracy"] = float((model(x_test).argmax(-1) == y_test).float().mean())
+    inputs, targets = lm_eval.windows(corpus.valid, context, eval_chars)
+    vocabulary = len(corpus.vocabulary)
+    metrics = {
+        "train_seconds": seconds,
+        "train_device": device,
+        "valid_chars": targets.numel(),
+        "bits_per_char": lm_eval.bits_per_char(model, inputs, targets),
+        "unigram_bits_per_char": lm_eval.unigram_bits(corpus.train, targets, vocabulary),
+        "bigram_bits_per_char": lm_eval.bigram_bits(corpus.train, inputs, targets, vocabulary),
+    }
     settings = {"steps": steps, "batch": batch, "lr": lr, "context": context, "seed": seed, "device": device}
     checkpoint = {
         "name": name,
         "spec": SPECS[name],
         "state_dict": model.state_dict(),
+        "vocabulary": corpus.vocabulary,
         "metrics": metrics,
         "training": settings,
     }
-    if task == "lm":
-        checkpoint["vocabulary"] = corpus.vocabulary
     return model, checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(SPECS), help="the model to train")
-    parser.add_argument("--steps", type=int, help="optimiser steps (default per task: lm 250, classify 250)")
-    parser.add_argument("--batch", type=int, help="sequences per step (lm 8, classify 32)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (lm 4e-3, classify 5e-3)")
-    parser.add_argument("--context", type=int, help="LM training and evaluation window in characters (128)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps (250)")
+    parser.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="sequences per step (8)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (4e-3)")
+    parser.add_argument("--context", type=int, default=DEFAULTS["context"], help="window in characters (128)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default models/checkpoints/<name>.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    task = SPECS[args.name]["task"]
-    settings = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS[task].items()}
+    settings = {k: getattr(args, k) for k in DEFAULTS}
     if min(settings["steps"], settings["batch"], settings["context"]) < 1 or settings["lr"] <= 0:
         parser.error(f"steps, batch, context and lr must be positive (got {settings})")
     if args.device.startswith("cuda"):
