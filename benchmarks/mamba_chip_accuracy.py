@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Accuracy of the shipped Mamba / Mamba-2 char-LMs: float vs ideal tiles vs the default chip (several instances).
+"""Accuracy of the shipped char-LMs (models.pretrained.SHIPPED): float vs ideal tiles vs the default chip.
 
 Bits per character on the first ``--chars`` held-out characters of tiny-shakespeare (windows of the training
 context, models/lm_eval.py), with the unigram and bigram baselines on the same characters. Chip instances
@@ -38,7 +38,7 @@ def main() -> None:
     corpus = tiny_shakespeare()
     results: dict[str, Any] = {"machine": machine_info(threading), "instances": args.instances, "models": {}}
     rows = []
-    for name in pretrained.SPECS:
+    for name in pretrained.SHIPPED:
         checkpoint = pretrained.read_checkpoint(name)
         model = pretrained.load(name)
         inputs, targets = lm_eval.windows(corpus.valid, checkpoint["training"]["context"], args.chars)

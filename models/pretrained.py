@@ -46,6 +46,9 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
+SHIPPED = ("mamba-lm",)  # the models with a trained checkpoint in models/checkpoints/ (mamba2-lm: train it)
+
+
 def build(name: str, dropout: float = 0.0) -> SequenceModel:
     """A freshly initialised model of the architecture ``name`` (one of SPECS); seed torch before calling."""
     if name not in SPECS:
