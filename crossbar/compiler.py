@@ -27,8 +27,16 @@ def layer_seed(seed: int, index: int) -> int:
 _DIGITAL_ONLY = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Bilinear, nn.Transformer)
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise convolution (one filter per channel, as in Mamba): per-channel digital work, not a matrix
+    product, so it stays digital by design and without a warning."""
+    return isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module.in_channels == module.groups > 1
+
+
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why a module with matrix weights is not mapped onto tiles (None when it is mapped or has none)."""
+    if is_depthwise(module):
+        return None
     if isinstance(module, _DIGITAL_ONLY):
         return "it computes with its weight matrices directly; only nn.Linear and 1x1 nn.Conv1d are mapped"
     if isinstance(module, nn.Conv2d | nn.Conv3d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
@@ -133,7 +141,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if reason is not None:
             warnings.warn(f"crossbar.compile: {name} ({type(module).__name__}) stays digital: {reason}", stacklevel=2)
             continue
-        if not isinstance(module, nn.Linear | nn.Conv1d):
+        if not isinstance(module, nn.Linear | nn.Conv1d) or is_depthwise(module):
             continue
         tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
         # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from crossbar.demo import digits_split
-
 
 def sequential_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The demo's 70/30 digits split, each 8x8 image read pixel by pixel in raster order.
 
     Returns x_train (N, 64, 1) float32 in [0, 1], y_train (N,) int64, x_test, y_test.
     """
+    from crossbar.demo import digits_split  # here, so that the text corpus loads without the simulator
+
     x_train, y_train, x_test, y_test = digits_split()
     return x_train.unsqueeze(-1), y_train.long(), x_test.unsqueeze(-1), y_test.long()
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from crossbar.config import ConfigError
+from models.pretrained import SHIPPED as SHIPPED_LMS
 
 
 def _digits_mlp() -> nn.Module:
@@ -30,6 +31,15 @@ def _gated_conv_lm() -> nn.Module:
     return load_model()
 
 
+def _char_lm(name: str) -> Callable[[], nn.Module]:
+    def load() -> nn.Module:
+        from models.pretrained import load
+
+        return load(name)
+
+    return load
+
+
 def _digits_ssm(name: str) -> Callable[[], nn.Module]:
     def load() -> nn.Module:
         from models.ssm_digits import load
@@ -39,11 +49,12 @@ def _digits_ssm(name: str) -> Callable[[], nn.Module]:
     return load
 
 
-# name -> (loader, held-out data name). The Mamba char-LM joins here as "mamba" when it is merged.
+# name -> (loader, held-out data name)
 MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "digits-mlp": (_digits_mlp, "digits"),
     "gated-conv-lm": (_gated_conv_lm, "tiny-shakespeare"),
     **{name: (_digits_ssm(name), "sequential-digits") for name in ("s4d", "s4-ptd", "dss", "s5", "s5-ptd")},
+    **{name: (_char_lm(name), "tiny-shakespeare") for name in SHIPPED_LMS},
 }
 DATASETS = ("digits", "sequential-digits", "tiny-shakespeare")
 
