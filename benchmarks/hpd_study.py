@@ -30,7 +30,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from common import configure_threads, machine_info, write_json_atomic
@@ -77,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
     from models import hpd, zoo
 
-    warnings.filterwarnings("ignore", message="crossbar.compile: .* stays digital")  # the depthwise convolutions
     start = time.perf_counter()
     builtin = args.model in zoo.MODELS
     model = zoo.load_model(args.model) if builtin else _load_module(args.model).eval()

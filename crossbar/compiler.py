@@ -65,6 +65,7 @@ def mapped_layers(model: nn.Module) -> list[str]:
         name
         for name, module in modules.items()
         if isinstance(module, nn.Linear | nn.Conv1d)
+        and not is_depthwise(module)
         and unsupported_reason(module) is None
         and not _inside_digital_only(name, modules)
     ]

@@ -46,7 +46,7 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-SHIPPED = ("mamba-lm",)  # the models with a trained checkpoint in models/checkpoints/ (mamba2-lm: train it)
+SHIPPED = ("mamba-lm", "mamba2-lm")  # the models with a trained checkpoint in models/checkpoints/
 
 
 def build(name: str, dropout: float = 0.0) -> SequenceModel:

@@ -26,7 +26,7 @@ from models import lm_eval
 from models.data import lm_batches, tiny_shakespeare
 from models.pretrained import SPECS, build, checkpoint_path
 
-DEFAULTS = {"steps": 250, "batch": 8, "lr": 4e-3, "context": 128}
+DEFAULTS = {"steps": 2000, "batch": 8, "lr": 4e-3, "context": 128}
 
 
 def optimiser(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -107,7 +107,7 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(SPECS), help="the model to train")
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps (250)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps (2000)")
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"], help="sequences per step (8)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="peak learning rate (4e-3)")
     parser.add_argument("--context", type=int, default=DEFAULTS["context"], help="window in characters (128)")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import crossbar
+from crossbar.compiler import mapped_layers
 from crossbar.layers import TiledLinear
 from models import lm_eval, pretrained
 from models.data import tiny_shakespeare
@@ -119,6 +120,7 @@ def test_depthwise_convolution_stays_digital_without_a_warning():
         warnings.simplefilter("error")
         compiled = crossbar.compile(model, "ideal")
     assert type(compiled[0]) is nn.Conv1d and isinstance(compiled[1], crossbar.TiledConv1d)
+    assert mapped_layers(model) == ["1"]  # the layers noise studies treat as analog: the same as compile
     x = torch.randn(2, 6, 9)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
