@@ -389,7 +389,7 @@ def profile_sim(
 
         originals = (tile.quantize_inputs, tile.tile_outputs, tiles_module.adc_accumulate_kernel)
         tile.quantize_inputs = timed("DAC (dac_kernel, numba)", originals[0])
-        tile.tile_outputs = timed("tile products (row-block BLAS)", originals[1])
+        tile.tile_outputs = timed("tile products (batched BLAS)", originals[1])
         tiles_module.adc_accumulate_kernel = timed("ADC + sum + noise + bias (numba)", originals[2])
         try:
             with torch.no_grad():
