@@ -34,7 +34,8 @@ def is_depthwise(module: nn.Module) -> bool:
 
 
 def unsupported_reason(module: nn.Module) -> str | None:
-    """Why a module with matrix weights is not mapped onto tiles (None when it is mapped or has none)."""
+    """Why a module with matrix weights is not mapped onto tiles, for a warning: None when it is mapped, has no
+    matrix weights, or is digital by design (a depthwise convolution, see ``is_depthwise``)."""
     if is_depthwise(module):
         return None
     if isinstance(module, _DIGITAL_ONLY):
