@@ -34,8 +34,7 @@ def main() -> None:
 
     import crossbar
     from models.data import sequential_digits
-    from models.s5 import bc_as_linear
-    from models.ssm_digits import MODELS, load
+    from models.ssm_digits import MODELS, variants
 
     _, _, x_test, _ = sequential_digits()
 
@@ -47,11 +46,7 @@ def main() -> None:
 
     rows = []
     for name in MODELS:
-        model = load(name)
-        variants = [(name, model)]
-        if MODELS[name].family == "s5":
-            variants.append((f"{name} (B, C on tiles)", bc_as_linear(model)))
-        for label, variant in variants:
+        for label, variant in variants(name):
             start = time.perf_counter()
             chip = crossbar.compile(variant, "default", seed=0)
             programming = time.perf_counter() - start

@@ -283,7 +283,6 @@ def _table(result: dict) -> str:
 def _figure(result: dict, path: Path) -> None:
     """Perplexity vs noise level (additive, multiplicative) and vs drift time (device), per placement; the
     layer ranking beside it (``*_sensitivity.png``)."""
-    import io
 
     from crossbar.sensitivity import Sensitivity
 
@@ -295,7 +294,7 @@ def _figure(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossbar.config import write_bytes_atomic
+    from crossbar.config import write_figure_atomic
 
     kinds = ("additive", "multiplicative", "device")
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
@@ -321,11 +320,9 @@ def _figure(result: dict, path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{result['settings']['model']}: HPD on {result['settings']['layer_resolved']}", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_figure_atomic(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def _hil(model, chip, spec, args, data, eval_loss, seeds) -> dict:  # noqa: ANN001 (internal)

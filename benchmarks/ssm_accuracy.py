@@ -32,19 +32,14 @@ def main() -> None:
     from crossbar.demo import accuracy
     from models.data import sequential_digits
     from models.evaluate import chip_accuracies
-    from models.s5 import bc_as_linear
-    from models.ssm_digits import MODELS, load
+    from models.ssm_digits import MODELS, variants
 
     _, _, x_test, y_test = sequential_digits()
     rows = []
     print(f"| model | float | ideal tiles | chip {args.chip} (mean +- std, min, {args.instances} instances) |")
     print("|---|---|---|---|")
     for name in MODELS:
-        model = load(name)
-        variants = [(name, model)]
-        if MODELS[name].family == "s5":
-            variants.append((f"{name} (B, C on tiles)", bc_as_linear(model)))
-        for label, variant in variants:
+        for label, variant in variants(name):
             start = time.perf_counter()
             ideal, chip = chip_accuracies(variant, args.chip, args.instances, x_test, y_test)
             acc = np.array(chip)

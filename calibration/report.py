@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from calibration.fits import MIN_CELLS_PER_LEVEL
 from calibration.fitting import FitResult
 from calibration.schema import Measurements
-from crossbar.config import write_bytes_atomic
+from crossbar.config import write_figure_atomic
 
 MICRO = 1e6  # siemens -> microsiemens, for display only
 
@@ -104,7 +103,5 @@ def plot_fit(result: FitResult, path: str | os.PathLike) -> None:
     ax_std.legend(fontsize="small")
     fig.suptitle(f"{result.profile.name}: {result.drift_model} fit, {result.profile.technology}")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    write_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())

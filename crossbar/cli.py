@@ -15,7 +15,7 @@ from torch import nn
 
 import crossbar
 from crossbar import demo
-from crossbar.config import ChipConfig, ConfigError
+from crossbar.config import ChipConfig, ConfigError, read_torch_file
 
 if TYPE_CHECKING:
     from crossbar.sweep import SweepRun, SweepSpec
@@ -23,12 +23,7 @@ if TYPE_CHECKING:
 
 def _load_module(path: str) -> nn.Module:
     """A whole torch module saved with ``torch.save(model, path)`` (trusted file: it is unpickled)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        obj = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file for the user)
-        raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc
+    obj = read_torch_file(path, weights_only=False)
     if not isinstance(obj, nn.Module):
         raise ConfigError(
             f"{path}: holds a {type(obj).__name__}, not a torch module; save the whole model with "
@@ -52,12 +47,7 @@ def _example_inputs(args: argparse.Namespace) -> torch.Tensor | tuple:
     if (args.inputs is None) == (args.input_shape is None):
         raise ConfigError("give example inputs: --input-shape B,D,... or --inputs FILE.pt (one of them)")
     if args.inputs is not None:
-        if not Path(args.inputs).is_file():
-            raise ConfigError(f"{args.inputs}: no such file")
-        try:
-            inputs = torch.load(args.inputs, weights_only=True, map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 (any load failure is a bad file for the user)
-            raise ConfigError(f"{args.inputs}: not a torch file of tensors ({type(exc).__name__}: {exc})") from exc
+        inputs = read_torch_file(args.inputs)
         if isinstance(inputs, list):
             inputs = tuple(inputs)
         if not isinstance(inputs, torch.Tensor | tuple):

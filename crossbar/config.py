@@ -9,6 +9,7 @@ the current of one fully-on differential pair at full input, ``v_read * (g_max -
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -417,3 +418,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode())
+
+
+def write_figure_atomic(figure: Any, path: str | os.PathLike, fmt: str = "png", dpi: int = 120) -> None:
+    """Render a matplotlib figure in format ``fmt`` and write it to ``path`` atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=dpi)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_torch_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
+    """The object a ``torch.save`` file holds (``weights_only=False`` unpickles: trusted files only); a missing
+    or unreadable file raises ConfigError naming it."""
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return torch.load(path, weights_only=weights_only, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 (any load failure is a bad file for the user)
+        raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc

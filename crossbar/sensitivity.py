@@ -93,14 +93,13 @@ class Sensitivity:
 
     def plot(self, path: str | Path) -> None:
         """A horizontal bar chart of the ranking (mean and std over seeds), written atomically as PNG."""
-        import io
 
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from crossbar.config import write_bytes_atomic
+        from crossbar.config import write_figure_atomic
 
         rows = self.rows[::-1]
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
@@ -108,10 +107,8 @@ class Sensitivity:
         ax.set_xlabel(f"loss increase (baseline {self.baseline:.3f}), mean and std over {len(self.seeds)} seeds")
         ax.set_title(f"sensitivity by {self.by}: {', '.join(f'{k} {v}' for k, v in self.noise.items())}", fontsize=8)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=120)
+        write_figure_atomic(fig, path)
         plt.close(fig)
-        write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def analyse(

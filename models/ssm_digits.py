@@ -16,7 +16,7 @@ from torch import nn
 from models.backbone import SequenceModel
 from models.dss import DSS
 from models.s4d import S4D
-from models.s5 import S5
+from models.s5 import S5, bc_as_linear
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
@@ -66,6 +66,15 @@ def build(name: str, seed: int = 0) -> SequenceModel:
 def checkpoint_path(name: str) -> Path:
     _config(name)
     return CHECKPOINTS / f"{name}.pt"
+
+
+def variants(name: str) -> list[tuple[str, SequenceModel]]:
+    """The trained model ``name`` as it is evaluated: ``[(name, model)]``, plus, for the S5 family,
+    ``(f"{name} (B, C on tiles)", model with B and C as real linears)`` (``models.s5.bc_as_linear``)."""
+    model = load(name)
+    if _config(name).family != "s5":
+        return [(name, model)]
+    return [(name, model), (f"{name} (B, C on tiles)", bc_as_linear(model))]
 
 
 def load(name: str) -> SequenceModel:

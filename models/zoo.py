@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossbar.config import ConfigError
+from crossbar.config import ConfigError, read_torch_file
 from models.pretrained import SHIPPED as SHIPPED_LMS
 
 
@@ -105,10 +105,7 @@ def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Te
 def _from_file(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not Path(path).is_file():
         raise ConfigError(f"data {path!r}: not a built-in dataset ({', '.join(DATASETS)}) nor a file")
-    try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 (any unpickling failure is a bad file for the user)
-        raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc
+    data = read_torch_file(path)
     if not (isinstance(data, dict) and isinstance(data.get("inputs"), torch.Tensor)):
         raise ConfigError(f'{path}: expected torch.save({{"inputs": tensor, "targets": tensor}}, path)')
     targets = data.get("targets")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossbar.config import write_bytes_atomic
+from crossbar.config import write_figure_atomic
 
 COMPONENTS = ("dac", "adc", "array", "digital", "movement")
 _COLOURS = {"dac": "#4c72b0", "adc": "#dd8452", "array": "#55a868", "digital": "#c44e52", "movement": "#8172b3"}
@@ -137,6 +136,4 @@ class EnergyReport:
         split.set_ylabel("nJ per inference")
         split.set_title("by component")
         split.tick_params(axis="x", labelrotation=45)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=fmt, dpi=120)
-        write_bytes_atomic(path, buffer.getvalue())
+        write_figure_atomic(figure, path, fmt)

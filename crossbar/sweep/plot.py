@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import pandas as pd
 
-from crossbar.config import ConfigError, write_bytes_atomic
+from crossbar.config import ConfigError, write_figure_atomic
 
 
 def default_x(table: pd.DataFrame, coordinates: list[str]) -> str:
@@ -62,7 +61,5 @@ def plot_summary(
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
+    write_figure_atomic(figure, path)
     plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
