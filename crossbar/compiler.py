@@ -59,17 +59,15 @@ def _inside_digital_only(name: str, modules: dict[str, nn.Module]) -> bool:
     return any(isinstance(modules[".".join(parts[:i])], _DIGITAL_ONLY) for i in range(1, len(parts)))
 
 
+def _mappable(module: nn.Module) -> bool:
+    """An nn.Linear or a 1x1 nn.Conv1d that ``compile`` puts on tiles (when not inside a digital-only module)."""
+    return isinstance(module, nn.Linear | nn.Conv1d) and not is_depthwise(module) and unsupported_reason(module) is None
+
+
 def mapped_layers(model: nn.Module) -> list[str]:
     """Names of the layers ``compile`` puts on tiles (nn.Linear, 1x1 nn.Conv1d), in model order."""
     modules = dict(model.named_modules())
-    return [
-        name
-        for name, module in modules.items()
-        if isinstance(module, nn.Linear | nn.Conv1d)
-        and not is_depthwise(module)
-        and unsupported_reason(module) is None
-        and not _inside_digital_only(name, modules)
-    ]
+    return [name for name, module in modules.items() if _mappable(module) and not _inside_digital_only(name, modules)]
 
 
 def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
@@ -143,7 +141,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if reason is not None:
             warnings.warn(f"crossbar.compile: {name} ({type(module).__name__}) stays digital: {reason}", stacklevel=2)
             continue
-        if not isinstance(module, nn.Linear | nn.Conv1d) or is_depthwise(module):
+        if not _mappable(module):
             continue
         tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
         # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
