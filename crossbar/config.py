@@ -258,7 +258,8 @@ class WireConfig:
 class EnergyConfig:
     """What a chip's energy and latency depend on (``crossbar.estimate``; docs/energy.md).
 
-    ``node_nm``: CMOS process node, nm; ``vdd``: digital supply, V; ``clock_hz``: main clock, Hz.
+    ``node_nm``: CMOS process node, nm; ``vdd``: supply, V (digital logic; the read current under ``"supply"``);
+    ``clock_hz``: main clock, Hz.
     ``input_encoding``: how a DAC code reaches the word line: ``"pwm"`` (one pulse of ``v_read`` lasting
     |code| clock cycles), ``"bit_serial"`` (one read of ``integration_time`` per magnitude bit, results shifted
     and added digitally) or ``"voltage"`` (an amplitude DAC: ``v_read * code / L`` for ``integration_time``).
