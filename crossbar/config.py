@@ -23,6 +23,7 @@ MIN_BITS = 2
 MAX_BITS = 24
 INPUT_ENCODINGS = ("pwm", "bit_serial", "voltage")
 ADC_LAWS = ("sar", "murmann")
+ARRAY_LAWS = ("cells", "supply")
 DIGITAL_FORMATS = ("int8", "int32", "fp16", "fp32")
 DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes", "profile")
 
@@ -257,14 +258,18 @@ class WireConfig:
 class EnergyConfig:
     """What a chip's energy and latency depend on (``crossbar.estimate``; docs/energy.md).
 
-    ``node_nm``: CMOS process node, nm; ``vdd``: digital supply, V; ``clock_hz``: main clock, Hz.
+    ``node_nm``: CMOS process node, nm; ``vdd``: supply, V (digital logic; the read current under ``"supply"``);
+    ``clock_hz``: main clock, Hz.
     ``input_encoding``: how a DAC code reaches the word line: ``"pwm"`` (one pulse of ``v_read`` lasting
     |code| clock cycles), ``"bit_serial"`` (one read of ``integration_time`` per magnitude bit, results shifted
     and added digitally) or ``"voltage"`` (an amplitude DAC: ``v_read * code / L`` for ``integration_time``).
     ``integration_time``: one read, s (bit-serial and voltage encodings). ``adc_law``: ``"sar"`` (NeuroSim's
-    SAR ADC) or ``"murmann"`` (the Murmann-survey bound, as CiMLoop's ADC model). ``adc_share``: columns that
-    share one ADC. ``digital_format``: number format of the digital units (``int8``, ``int32``, ``fp16``,
-    ``fp32``); ``digital_lanes``: digital operations per clock cycle. ``source``: where the values come from.
+    SAR ADC) or ``"murmann"`` (the Murmann-survey bound, as CiMLoop's ADC model). ``array_law``: how the read
+    current is priced: ``"cells"`` (sum V^2 G t, what the cells dissipate; the read voltage as an ideal source)
+    or ``"supply"`` (``vdd`` times the charge the cells conduct, sum V G t: the read current drawn from the
+    supply through the drivers that set the read voltage). ``adc_share``: columns that share one ADC.
+    ``digital_format``: number format of the digital units (``int8``, ``int32``, ``fp16``, ``fp32``);
+    ``digital_lanes``: digital operations per clock cycle. ``source``: where the values come from.
     """
 
     node_nm: float = 14.0
@@ -273,6 +278,7 @@ class EnergyConfig:
     input_encoding: str = "pwm"
     integration_time: float = 1e-8
     adc_law: str = "sar"
+    array_law: str = "cells"
     adc_share: int = 1
     digital_format: str = "fp16"
     digital_lanes: int = 256
@@ -283,6 +289,7 @@ class EnergyConfig:
             _check_positive(getattr(self, name), f"energy.{name}")
         _check_choice(self.input_encoding, INPUT_ENCODINGS, "energy.input_encoding")
         _check_choice(self.adc_law, ADC_LAWS, "energy.adc_law")
+        _check_choice(self.array_law, ARRAY_LAWS, "energy.array_law")
         _check_choice(self.digital_format, DIGITAL_FORMATS, "energy.digital_format")
         for name in ("adc_share", "digital_lanes"):
             value = getattr(self, name)
@@ -331,6 +338,13 @@ class ChipConfig:
     def __post_init__(self) -> None:
         for name, cls in _SECTIONS.items():
             _check(isinstance(getattr(self, name), cls), name, f"must be a {cls.__name__}")
+        if self.energy.array_law == "supply":
+            _check(
+                self.energy.vdd >= self.mapping.v_read,
+                "energy.vdd",
+                f"the supply ({self.energy.vdd} V) cannot deliver the read voltage mapping.v_read "
+                f"({self.mapping.v_read} V) under array_law 'supply'",
+            )
 
     @property
     def is_ideal(self) -> bool:

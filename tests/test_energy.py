@@ -63,6 +63,35 @@ def test_array_energy_is_sum_v2_g_t_of_the_codes_on_the_word_lines():
         assert components(report)["array"] == pytest.approx(expected, rel=1e-6), encoding
 
 
+def test_supply_array_law_prices_the_conducted_charge_at_vdd_and_changes_nothing_else():
+    """array_law "supply": E = vdd sum V G t; with all weights +1, vdd v_read g_max cols sum_i (V_i / v_read) t_i."""
+    rows, cols, batch = 64, 32, 3
+    codes = torch.randint(-127, 128, (batch, rows), generator=torch.Generator().manual_seed(2)).float()
+    model = linear(torch.ones(cols, rows))
+    for encoding in ("pwm", "voltage", "bit_serial"):
+        reports = {}
+        for law in ("cells", "supply"):
+            chip = clean_chip(
+                dac={"mode": "fixed", "input_range": 1.0}, energy={"input_encoding": encoding, "array_law": law}
+            )
+            reports[law] = crossbar.estimate(crossbar.compile(model, chip), codes / 127.0)
+        e, v, g = chip.energy, chip.mapping.v_read, chip.mapping.g_max
+        k = codes.abs().numpy().astype(np.int64)
+        if encoding == "pwm":
+            charge_seconds = k / e.clock_hz
+        elif encoding == "voltage":
+            charge_seconds = k / 127.0 * e.integration_time
+        else:
+            charge_seconds = np.array([[bin(int(c)).count("1") for c in row] for row in k]) * e.integration_time
+        cells, supply = components(reports["cells"]), components(reports["supply"])
+        assert supply["array"] == pytest.approx(e.vdd * v * g * cols * charge_seconds.sum() / batch, rel=1e-6)
+        if encoding != "voltage":  # every pulse is at v_read: the ratio is exactly vdd / v_read
+            assert supply["array"] / cells["array"] == pytest.approx(e.vdd / v, rel=1e-9), encoding
+        for other in ("dac", "adc", "digital", "movement"):
+            assert supply[other] == pytest.approx(cells[other], rel=1e-12), (encoding, other)
+        assert reports["supply"].latency == pytest.approx(reports["cells"].latency, rel=1e-12)
+
+
 def test_doubling_adc_bits_changes_only_the_adc_term_by_its_law():
     weight, x = random_case()
     reports = {}
@@ -191,6 +220,10 @@ def test_bad_input_gets_a_clear_error(tmp_path):
         ChipConfig.preset("nope")
     with pytest.raises(ConfigError, match="energy.adc_law: must be one of sar, murmann"):
         ChipConfig.preset("default").replace(energy={"adc_law": "flash"})
+    with pytest.raises(ConfigError, match="energy.array_law: must be one of cells, supply"):
+        ChipConfig.preset("default").replace(energy={"array_law": "regulated"})
+    with pytest.raises(ConfigError, match="energy.vdd: the supply .* cannot deliver the read voltage"):
+        ChipConfig.preset("default").replace(energy={"array_law": "supply", "vdd": 0.1})
     with pytest.raises(ConfigError, match="energy.adc_share: must be a positive integer"):
         ChipConfig.preset("default").replace(energy={"adc_share": 0})
     with pytest.raises(ValueError, match="no dac.bits / adc.bits"):

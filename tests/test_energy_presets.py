@@ -1,8 +1,9 @@
 """Chip presets against published silicon, on the workload each paper measured (full-tile 8-bit MVMs).
 
 The energy constants are shared by every preset and none was tuned to a chip. Measured (docs/energy.md):
-the model predicts the HERMES core's MVM time within a few percent, but its energy efficiency 6-7x too high
-(the modelled periphery is a lower bound: it omits analog bias currents, clocking, control and leakage).
+the IBM speech chip within 6% (13.1 vs 12.4 TOPS/W; its published 0.3 V read voltage, the read current drawn
+from the supply), the HERMES core's MVM time within a few percent but its energy efficiency 1.9-2.0x too high
+(the modelled periphery is a lower bound: it omits the ADCs' analog front ends, clocking, control and leakage).
 """
 
 import pytest
@@ -21,11 +22,17 @@ def report_for(preset):
 
 NOT_MET = pytest.mark.xfail(
     strict=True,
-    reason="not met: with shared, untuned constants the model is 6-7x more efficient than the silicon (docs/energy.md)",
+    reason="not met for HERMES: with shared, untuned constants the model is 1.9-2.0x more efficient (docs/energy.md)",
 )
 
 
-@pytest.mark.parametrize("published", [pytest.param(p, marks=NOT_MET, id=p.preset) for p in PUBLISHED])
+def _marks(published):
+    return [NOT_MET] if published.preset == "hermes" else []
+
+
+@pytest.mark.parametrize(
+    "published", [pytest.param(p, marks=_marks(p), id=f"{p.preset}-{p.tops_per_watt}") for p in PUBLISHED]
+)
 def test_preset_tops_per_watt_within_25_percent_of_published(published):
     ours = report_for(published.preset).tops_per_watt
     print(f"{published.preset}: ours {ours:.3g} TOPS/W, published {published.tops_per_watt} ({published.citation})")

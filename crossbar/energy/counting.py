@@ -32,8 +32,9 @@ class Activity:
 
     ``vectors``: input vectors through its tiles; ``cycles``: array reads per vector; ``window``: one read, s;
     ``dac_actions`` of a ``dac_bits``-bit DAC (word-line pulses for PWM and bit-serial inputs);
-    ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J; ``macs`` of
-    matrix products; ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
+    ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J (what the cells
+    dissipate); ``array_charge``: sum V G t, C (the charge they conduct); ``macs`` of matrix products;
+    ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Activity:
     adc_bits: int = 0
     adc_conversions: float = 0.0
     array_energy: float = 0.0
+    array_charge: float = 0.0
     macs: float = 0.0
     digital: dict[str, float] = field(default_factory=dict)
     memory_bytes: float = 0.0
@@ -79,18 +81,25 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     unit, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
     codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
     batch = x2d.shape[0]
+    # per input: the time at v_read that gives its charge (sum V t / v_read) and its energy (sum V^2 t / v_read^2)
     if energy.input_encoding == "pwm":  # one pulse of v_read, |code| clock cycles long
-        per_input, cycles = codes / energy.clock_hz, 1
+        charge_time, cycles = codes / energy.clock_hz, 1
         window, dac_bits, dac_actions = n_levels / energy.clock_hz, 1, np.count_nonzero(codes)
+        energy_time = charge_time
     elif energy.input_encoding == "bit_serial":  # one read per magnitude bit, v_read on the rows whose bit is 1
         cycles = chip.dac.bits - 1
         ones = _popcount(codes, cycles)
         window, dac_bits, dac_actions = energy.integration_time, 1, ones.sum()
-        per_input = ones * window
+        charge_time = energy_time = ones * window
     else:  # amplitude DAC: v_read * code / L for one read
-        per_input, cycles = (codes / n_levels) ** 2 * energy.integration_time, 1
+        charge_time, cycles = codes / n_levels * energy.integration_time, 1
+        energy_time = (codes / n_levels) ** 2 * energy.integration_time
         window, dac_bits, dac_actions = energy.integration_time, chip.dac.bits, codes.size
-    activity.array_energy += chip.mapping.v_read**2 * float(np.sum(per_input @ tile.row_conductance))
+    v_read = chip.mapping.v_read
+    charge_sum = float(np.sum(charge_time @ tile.row_conductance))
+    energy_sum = charge_sum if energy_time is charge_time else float(np.sum(energy_time @ tile.row_conductance))
+    activity.array_charge += v_read * charge_sum
+    activity.array_energy += v_read**2 * energy_sum
     activity.vectors += batch
     activity.cycles, activity.window, activity.dac_bits, activity.adc_bits = cycles, window, dac_bits, chip.adc.bits
     activity.dac_actions += float(dac_actions)

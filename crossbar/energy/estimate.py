@@ -10,7 +10,7 @@ from torch import nn
 from crossbar.config import ConfigError, EnergyConfig
 from crossbar.energy.constants import EnergyConstants
 from crossbar.energy.counting import DIGITAL_KEYS, Activity, ActivityCounter
-from crossbar.energy.laws import adc_conversion, dac_energy, digital_prices
+from crossbar.energy.laws import adc_conversion, array_read_energy, dac_energy, digital_prices
 from crossbar.energy.report import COMPONENTS, EnergyReport, LayerEnergy
 from crossbar.layers import TiledLinear
 
@@ -23,7 +23,7 @@ def _price(activity: Activity, chip_energy: EnergyConfig, constants: EnergyConst
         adc_joules, adc_seconds = adc_conversion(activity.adc_bits, activity.window, chip_energy, constants)
         energy["dac"] = activity.dac_actions * dac_energy(activity.dac_bits, chip_energy.node_nm, constants)
         energy["adc"] = activity.adc_conversions * adc_joules
-        energy["array"] = activity.array_energy
+        energy["array"] = array_read_energy(activity.array_energy, activity.array_charge, chip_energy)
         # every tile of the layer works in parallel; each read waits for its window and its shared ADC
         seconds += activity.vectors * activity.cycles * max(activity.window, chip_energy.adc_share * adc_seconds)
     energy["digital"] = sum(activity.digital.get(key, 0.0) * prices[key] for key in DIGITAL_KEYS)

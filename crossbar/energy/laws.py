@@ -57,6 +57,16 @@ def adc_conversion(bits: int, window: float, energy: EnergyConfig, constants: En
     return murmann_adc_energy(bits, rate, constants), 1.0 / rate
 
 
+def array_read_energy(cell_energy: float, charge: float, energy: EnergyConfig) -> float:
+    """Energy of the array reads under the chip's ``array_law``, J.
+
+    ``cell_energy``: sum V^2 G t, what the cells dissipate, J; ``charge``: sum V G t, what they conduct, C.
+    ``"cells"`` prices the first (the read voltage as an ideal source, a lower bound); ``"supply"`` prices the
+    charge drawn from the supply ``vdd`` (Q V: the drivers that hold the read voltage dissipate the rest).
+    """
+    return cell_energy if energy.array_law == "cells" else energy.vdd * charge
+
+
 def digital_prices(energy: EnergyConfig, constants: EnergyConstants) -> dict[str, float]:
     """J per digital operation at the chip's node, supply and number format: add, mul, mac, nonlinear and per
     byte of buffer (SRAM) access."""
