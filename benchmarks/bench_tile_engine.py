@@ -7,6 +7,9 @@ ADC, programming error, drift and read noise:
 
   numpy         float32 ``x @ W.T`` (the reference every ratio is taken against)
   torch_linear  the float ``nn.Linear`` itself (informational)
+  tile_products the products of the DAC-converted inputs with each row block's tiles alone (numpy, all
+                threads; informational): the floor any tile simulator with one ADC per tile has to compute,
+                so aihwkit/tile_products bounds the aihwkit/sim ratio reachable with this BLAS
   sim           ``crossbar.compile(nn.Sequential(lin), ChipConfig.preset("default"), seed=0)``
   sim_cell      the same chip with exact per-cell read noise, ``read_noise={"cell_std": 0.02}``
   aihwkit       ``TorchInferenceRPUConfig`` with the same tile size, DAC/ADC, PCM device, drift to 1 h,
@@ -49,7 +52,14 @@ TARGETS = (
     ("cell read-noise mode within 2.5x of numpy", "sim_cell", "numpy", 2.5, "max"),
     ("sim at least 5x faster than aihwkit", "aihwkit", "sim", 5.0, "min"),
 )
-RATIOS = (("sim", "numpy"), ("sim_cell", "numpy"), ("aihwkit", "numpy"), ("aihwkit", "sim"))
+RATIOS = (
+    ("sim", "numpy"),
+    ("sim_cell", "numpy"),
+    ("tile_products", "numpy"),
+    ("aihwkit", "numpy"),
+    ("aihwkit", "sim"),
+    ("aihwkit", "tile_products"),
+)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "tile_engine.json"
 
 
@@ -363,59 +373,88 @@ def relative_error(y: Any, reference: Any) -> float:
 # --------------------------------------------------------------------------------------------- profile
 
 
+def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
+    """The phases of ``crossbar.engine.run_tiles`` for one tile and a whole batch, each callable alone."""
+    import numpy as np
+
+    from crossbar.engine import convert_inputs
+    from crossbar.periphery import adc_accumulate_kernel, levels, noise_bias_kernel
+
+    grid, batch = tile.grid, x_np.shape[0]
+    blocks = np.empty((grid.row_blocks, batch, grid.rows), np.float32)
+    scales = np.empty((batch, grid.row_blocks), np.float32)
+    cells = tile.cell_variance is not None
+    squares = np.empty_like(blocks) if cells else np.zeros((0, 0, 0), np.float32)
+    out = np.empty((batch, grid.out_features), np.float32)
+    product = np.empty_like(out)
+    cell_var = np.zeros_like(out) if cells else np.zeros((0, 0), np.float32)
+    n_levels = levels(tile.chip.adc.bits)
+
+    def products() -> None:
+        for r in range(grid.row_blocks):
+            np.dot(blocks[r], tile.block_weights[r], out=product)
+            if cells:
+                np.dot(squares[r], tile.cell_variance[r], out=product)
+
+    def adc() -> None:
+        for r in range(grid.row_blocks):
+            adc_accumulate_kernel(product, tile.to_code[r], tile.from_code[r], n_levels, scales[:, r], out, r == 0)
+
+    return {
+        "DAC (dac_kernel)": lambda: convert_inputs(tile, x_np, blocks, scales, squares),
+        "tile products (BLAS, per row block)": products,
+        "ADC + digital scales + sum (adc_accumulate_kernel)": adc,
+        "noise draws + bias (noise_bias_kernel)": lambda: noise_bias_kernel(
+            out, scales, tile.noise_scale, cell_var, np.uint64(7), 0, 0, bias
+        ),
+    }
+
+
 def profile_sim(
     models: dict[str, Any], linear: Any, batch: int, args: argparse.Namespace, quiet: Quiet
 ) -> dict[str, Any]:
-    """Where each simulator forward's time goes at one batch size: its phases timed in situ."""
+    """Where the simulator's time goes at one batch size: each phase of ``crossbar.engine.run_tiles`` timed
+    alone on one thread over the whole batch (the forward runs them in parallel tasks), and the forward."""
     import numpy as np
     import torch
-
-    from crossbar import tiles as tiles_module
+    from threadpoolctl import threadpool_limits
 
     x = torch.randn(batch, linear.in_features, generator=torch.Generator().manual_seed(7))
     profile: dict[str, Any] = {"n": linear.in_features, "batch": batch, "modes": {}}
+    threads = torch.get_num_threads()
     for mode, compiled in models.items():
-        tile = compiled[0].tile
-        phases: dict[str, list[float]] = {}
-
-        def timed(name: str, fn: Callable[..., Any], phases: dict[str, list[float]] = phases) -> Callable[..., Any]:
-            def wrapper(*a: Any, **k: Any) -> Any:
+        phases = sim_phases(compiled[0].tile, x.numpy(), linear.bias.detach().numpy())
+        times: dict[str, list[float]] = {}
+        with torch.no_grad():
+            for _ in range(args.min_reps + 2):
+                quiet.wait()
+                time.sleep(args.settle)
                 start = time.perf_counter()
-                result = fn(*a, **k)
-                phases.setdefault(name, []).append(time.perf_counter() - start)
-                return result
-
-            return wrapper
-
-        originals = (tile.quantize_inputs, tile.tile_outputs, tiles_module.adc_accumulate_kernel)
-        tile.quantize_inputs = timed("DAC (dac_kernel, numba)", originals[0])
-        tile.tile_outputs = timed("tile products (batched BLAS)", originals[1])
-        tiles_module.adc_accumulate_kernel = timed("ADC + sum + noise + bias (numba)", originals[2])
-        try:
-            with torch.no_grad():
-                for _ in range(args.min_reps + 2):
-                    quiet.wait()
-                    time.sleep(args.settle)
-                    start = time.perf_counter()
-                    compiled(x)
-                    phases.setdefault("forward total", []).append(time.perf_counter() - start)
-        finally:
-            del tile.quantize_inputs, tile.tile_outputs
-            tiles_module.adc_accumulate_kernel = originals[2]
-        profile["modes"][mode] = {name: float(np.median(values[1:])) for name, values in phases.items()}
+                compiled(x)
+                times.setdefault(f"forward total ({threads} threads)", []).append(time.perf_counter() - start)
+                torch.set_num_threads(1)
+                try:
+                    with threadpool_limits(1):
+                        for name, phase in phases.items():
+                            start = time.perf_counter()
+                            phase()
+                            times.setdefault(name, []).append(time.perf_counter() - start)
+                finally:
+                    torch.set_num_threads(threads)
+        profile["modes"][mode] = {name: float(np.median(values[1:])) for name, values in times.items()}
     return profile
 
 
 def print_profile(profile: dict[str, Any]) -> None:
     print(f"\nWhere the simulator's forward goes, n={profile['n']}, batch {profile['batch']} (medians):")
     for mode, phases in profile["modes"].items():
-        total = phases["forward total"]
-        print(f"  [{mode}] forward {total * 1e3:.2f} ms")
-        for name, seconds in phases.items():
-            if name != "forward total":
-                print(f"    {name:<40s} {seconds * 1e3:9.2f} ms  {seconds / total * 100:5.1f}%")
-        rest = total - sum(v for k, v in phases.items() if k != "forward total")
-        print(f"    {'other (layer glue, cell-noise matmul)':<40s} {rest * 1e3:9.2f} ms  {rest / total * 100:5.1f}%")
+        forward = {k: v for k, v in phases.items() if k.startswith("forward total")}
+        serial = {k: v for k, v in phases.items() if k not in forward}
+        for name, seconds in forward.items():
+            print(f"  [{mode}] {name} {seconds * 1e3:.2f} ms; its phases alone, on one thread:")
+        total = sum(serial.values())
+        for name, seconds in serial.items():
+            print(f"    {name:<52s} {seconds * 1e3:9.2f} ms  {seconds / total * 100:5.1f}%")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -529,9 +568,13 @@ def run_case(linear: Any, models: dict[str, Any], batch: int, args: argparse.Nam
     weight_np = linear.weight.detach().numpy().copy()
     x = torch.randn(batch, n, generator=torch.Generator().manual_seed(1000 + batch))
     x_np = x.numpy()
+    tile = models["sim"][0].tile
+    word_lines = tile.quantize_inputs(x_np)[0]
     calls: dict[str, Callable[[], Any]] = {
         "numpy": lambda: x_np @ weight_np.T,
         "torch_linear": lambda: linear(x),
+        # the floor of any tile simulator: each row block's product alone (numpy, all threads), no DAC/ADC
+        "tile_products": lambda: np.matmul(word_lines, tile.block_weights),
         **{name: (lambda model=model: model(x)) for name, model in models.items()},
     }
     # Sanity: every contender computes the same layer (relative error vs float64, first rows only).
@@ -540,6 +583,8 @@ def run_case(linear: Any, models: dict[str, Any], batch: int, args: argparse.Nam
     ref = ref_nobias + linear.bias.detach().numpy().astype(np.float64)
     errors = {}
     for name, fn in calls.items():
+        if name == "tile_products":  # partial sums per row block, not the layer's output
+            continue
         y = fn()
         y = y.detach().numpy() if isinstance(y, torch.Tensor) else y
         errors[name] = relative_error(y[:rows], ref_nobias if name == "numpy" else ref)
@@ -593,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {info['torch']}, numpy {info['numpy']}, numba {info['numba']}, aihwkit {info['aihwkit']}",
         flush=True,
     )
-    names = ["numpy", "torch_linear", "sim", "sim_cell"] + ([] if args.no_aihwkit else ["aihwkit"])
+    names = ["numpy", "torch_linear", "tile_products", "sim", "sim_cell"] + ([] if args.no_aihwkit else ["aihwkit"])
     cases: list[dict[str, Any]] = []
     builds: dict[str, dict[str, float]] = {}
     profiles: list[dict[str, Any]] = []

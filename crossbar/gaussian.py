@@ -1,12 +1,14 @@
 """Standard normal draws inside numba kernels: counter based, so reproducible for any thread count.
 
-Row b of a stream ``key`` starts from its own state, ``mix64(key ^ (b * C))``, and its pairs of draws follow
-by Weyl steps hashed with the splitmix64 finaliser, so no generator is shared: element (b, j) of a forward pass
-always gets the same number for the same key, whichever thread computes it. Each 64-bit hash feeds two
-normal variates by Marsaglia and Tsang's ziggurat (J. Stat. Softw. 5(8), 2000) with 128 layers: per draw a
-7-bit layer index and a 24-bit abscissa from separate bits (separate bits avoid the original's correlation,
-Doornik 2005); the rare wedge and tail steps draw further uniforms from their own salted states. Cheaper
-than torch.randn here, and free of a (B, N) noise array when drawn inside a kernel.
+Draw j of row b of a stream ``key`` is a pure function of (key, b, j): row b gets a 32-bit start and an odd
+32-bit increment from the splitmix64 hash of (key, b), and draw j hashes start + j * increment with a 32-bit
+integer hash (two multiply-xorshift rounds: C. Wellons' lowbias32 from his "hash prospector"). Those 32 bits
+feed Marsaglia and Tsang's ziggurat (J. Stat. Softw. 5(8), 2000) with 128 layers: a 7-bit layer index and a
+24-bit signed abscissa from separate bits (separate bits avoid the original's correlation, Doornik 2005).
+The fast path, taken by about 97 % of draws, is a hash, a table lookup and a multiply, without a branch; the
+wedge and tail steps of the others draw further uniforms from a 64-bit stream of their own. No generator
+state is shared, so any block of a (B, N) array of draws can be computed by any thread and gets the same
+numbers.
 """
 
 from __future__ import annotations
@@ -69,35 +71,11 @@ def _uniform(state: np.uint64) -> tuple[np.uint64, float]:
     return state, ((h >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)  # in (0, 1)
 
 
-_SALT = (np.uint64(0x5851F42D4C957F2D), np.uint64(0x14057B7EF767814F))  # separate the two draws' slow paths
-
-
 @numba.njit(inline="always")
 def _abscissa(bits: np.uint64) -> tuple[int, float]:
     """Layer index (low 7 bits) and signed 24-bit abscissa (bits 8-31), in the 2^31 units of the tables."""
-    iz = int(bits & np.uint64(127))
+    iz = np.int64(bits & np.uint64(127))
     return iz, float(np.int64((bits >> np.uint64(8)) & np.uint64(0xFFFFFF)) - 8388608) * 256.0
-
-
-@numba.njit(inline="always")
-def _one(h: np.uint64, state: np.uint64) -> float:
-    iz, hz = _abscissa(h)
-    if abs(hz) < _KN[iz]:  # the fast path, about 99% of draws
-        return hz * _WN[iz]
-    return _slow_path(state, iz, hz)
-
-
-@numba.njit(inline="always")
-def normal_pair(state: np.uint64) -> tuple[float, float]:
-    """Two independent N(0, 1) draws from one stream state: one 64-bit hash feeds both fast paths."""
-    h = mix64(state)
-    return _one(h, state ^ _SALT[0]), _one(h >> np.uint64(32), state ^ _SALT[1])
-
-
-@numba.njit(inline="always")
-def row_state(key: np.uint64, row: np.uint64, pair: np.uint64) -> np.uint64:
-    """The state of pair ``pair`` of row ``row`` of stream ``key``: a Weyl step from the row's own start."""
-    return stream_start(key, row) + pair * _GOLDEN
 
 
 @numba.njit(cache=True)
@@ -122,13 +100,54 @@ def _slow_path(state: np.uint64, iz: int, hz: float) -> float:
             return hz * _WN[iz]
 
 
+# The fast path in 24-bit units: accept |hz| < _KN24[iz], then z = hz * _WN24[iz].
+_KN24 = np.floor(_KN / 256.0).astype(np.int32)
+_WN24 = (_WN * 256.0).astype(np.float32)
+_M32 = np.uint64(0xFFFFFFFF)
+_SLOW = np.uint64(0x5851F42D4C957F2D)  # separates the slow path's 64-bit stream from the row's start
+
+
+@numba.njit(inline="always")
+def hash32(x: np.uint32) -> np.uint32:
+    """A bijective 32-bit integer hash (lowbias32: two multiply-xorshift rounds)."""
+    x = np.uint32(x ^ (x >> np.uint32(16)))
+    x = np.uint32(x * np.uint32(0x21F0AAAD))
+    x = np.uint32(x ^ (x >> np.uint32(15)))
+    x = np.uint32(x * np.uint32(0x735A2D97))
+    return np.uint32(x ^ (x >> np.uint32(15)))
+
+
+@numba.njit(inline="always")
+def _draw_bits(start: np.uint32, step: np.uint32, j: int) -> tuple[np.int32, np.int32]:
+    """Layer index (7 bits) and signed 24-bit abscissa of draw j of a row."""
+    h = hash32(np.uint32(start + np.uint32(j) * step))
+    return np.int32(h & np.uint32(127)), np.int32(h) >> np.int32(8)
+
+
+@numba.njit(cache=True)
+def normal_row(key: np.uint64, row: int, first: int, z: np.ndarray, slow: np.ndarray) -> None:
+    """z (w,) float32 <- draws first, ..., first + w - 1 of row ``row`` of stream ``key``.
+
+    slow: (w,) int64 scratch, receiving the positions of the draws the fast path rejects.
+    """
+    h = mix64(key ^ (np.uint64(row) * _STREAM))
+    start, step = np.uint32(h & _M32), np.uint32((h >> np.uint64(32)) | np.uint64(1))
+    n_slow = 0
+    for j in range(z.shape[0]):  # the fast path for every draw, without a branch
+        iz, hz = _draw_bits(start, step, first + j)
+        z[j] = np.float32(hz) * _WN24[iz]
+        slow[n_slow] = j
+        n_slow += np.int64(abs(hz) >= _KN24[iz])
+    if n_slow:
+        state = stream_start(key ^ _SLOW, np.uint64(row))
+        for k in range(n_slow):
+            j = slow[k]
+            iz, hz = _draw_bits(start, step, first + j)
+            z[j] = _slow_path(state + np.uint64(first + j) * _GOLDEN, np.int64(iz), float(hz) * 256.0)
+
+
 @numba.njit(parallel=True, cache=True)
 def fill_standard_normal(key: np.uint64, out: np.ndarray) -> None:
-    """out (rows, cols) float64 <- the draws of stream ``key`` exactly as the ADC kernel makes them."""
-    rows, cols = out.shape
-    for b in numba.prange(rows):
-        for j in range(0, cols, 2):
-            z1, z2 = normal_pair(row_state(key, np.uint64(b), np.uint64(j // 2)))
-            out[b, j] = z1
-            if j + 1 < cols:
-                out[b, j + 1] = z2
+    """out (rows, cols) float32 <- the draws of stream ``key``, exactly as the noise kernel makes them."""
+    for b in numba.prange(out.shape[0]):
+        normal_row(key, b, 0, out[b], np.empty(out.shape[1] + 1, dtype=np.int64))

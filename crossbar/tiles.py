@@ -11,6 +11,7 @@ import torch
 
 from crossbar import device, irdrop
 from crossbar.config import ChipConfig, ConfigError
+from crossbar.engine import convert_inputs, run_tiles
 from crossbar.mapping import (
     TileGrid,
     conductance_targets,
@@ -18,10 +19,11 @@ from crossbar.mapping import (
     effective_weights,
     weight_scales,
 )
-from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, quantize_reference
+from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
+_EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
 
 
 class AnalogTiles:
@@ -29,9 +31,10 @@ class AnalogTiles:
 
     Holds, in normalised units (weights in [-1, 1], inputs in [-1, 1], outputs in cell currents):
     ``weights`` (in, out) float32 numpy, the effective weights the programmed conductances realise, row block r
-    occupying rows ``grid.row_slice(r)``; ``digital_scale`` (R, out), turning tile outputs back into weight
-    units (weight scaling times drift compensation); ``full_scale`` (R, out), the ADC range of every tile
-    column; ``cell_variance`` (in, out) or None, per-cell read-noise variance times digital_scale**2;
+    occupying rows ``grid.row_slice(r)``; ``block_weights`` (R, rows, out), the same padded with zero rows to
+    whole row blocks; ``digital_scale`` (R, out), turning tile outputs back into weight units (weight scaling
+    times drift compensation); ``full_scale`` (R, out), the ADC range of every tile column; ``cell_variance``
+    (R, rows, out) or None, per-cell read-noise variance times digital_scale**2, zero on padding rows;
     ``row_conductance`` (in,) float64, siemens: the programmed conductances (at ``t_inference``, all devices)
     each word line drives, summed over the layer's columns, for the array energy sum V^2 G t.
     Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
@@ -47,7 +50,6 @@ class AnalogTiles:
         self._program(weight.T)
         self._periphery_constants()
         self._calls = 0
-        self._buffer = np.empty((0, 0, 0), dtype=np.float32)
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
         chip, grid = self.chip, self.grid
@@ -69,11 +71,8 @@ class AnalogTiles:
         if chip.device.drift_compensation and chip.device.model != "none":
             gain = self._drift_compensation(normalised, realised)
         digital_scale = scales * gain
-        # stored padded to whole row blocks, so that one batched product computes every tile
-        padded = np.zeros((grid.row_blocks * grid.rows, grid.out_features), dtype=np.float32)
-        padded[: grid.in_features] = grid.unpad(realised)
-        self._block_weights = torch.from_numpy(padded).view(grid.row_blocks, grid.rows, grid.out_features)
-        self.weights = padded[: grid.in_features]
+        self.block_weights = _row_blocks(realised, grid)
+        self.weights = self.block_weights.reshape(-1, grid.out_features)[: grid.in_features]
         self.digital_scale = np.ascontiguousarray(grid.per_tile_column(digital_scale), dtype=np.float32)
         if chip.adc.mode == "weights":
             column_l1 = np.sum(np.abs(realised), axis=1, keepdims=True)
@@ -85,7 +84,7 @@ class AnalogTiles:
         if chip.read_noise.cell_std > 0:
             per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
             per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
-            self.cell_variance = np.ascontiguousarray(grid.unpad(per_cell), dtype=np.float32)
+            self.cell_variance = _row_blocks(per_cell * used, grid)
 
     def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
         """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
@@ -124,32 +123,19 @@ class AnalogTiles:
         self.noise_scale = np.ascontiguousarray(std * digital, dtype=np.float32) if std > 0 else _EMPTY2
 
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """DAC: x (B, in) float32 -> (code / L in [-1, 1], input scales s (B, R), (s code / L)^2 or empty)."""
-        out = np.empty_like(x)
-        scales = np.empty((x.shape[0], self.grid.row_blocks), dtype=np.float32)
-        volts_squared = np.empty_like(x) if squares else _EMPTY2
-        fixed = -1.0 if self.chip.dac.mode == "dynamic" else self.dac_range
-        if dac_kernel(x, self.grid.rows, levels(self.chip.dac.bits), fixed, out, scales, volts_squared):
-            raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
-        return out, scales, volts_squared
-
-    def tile_outputs(self, x_quantized: np.ndarray) -> np.ndarray:
-        """Every tile's output (R, B, out) in cell currents: one batched BLAS product over the row blocks."""
+        """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
+        rows; input scales s (B, R); (s code / L)^2 as (R, B, rows), or empty."""
         grid = self.grid
-        batch = x_quantized.shape[0]
-        shape = (grid.row_blocks, batch, grid.out_features)
-        if self._buffer.shape != shape:
-            self._buffer = np.empty(shape, dtype=np.float32)
-        # torch's BLAS: numpy's OpenBLAS worker threads spin for about 0.1 s after each call and take both cores
-        # from the numba kernels that follow (measured 1.5-2x slower). One bmm over the (R, B, rows) view of x
-        # is faster than a product per row block.
-        x_t = torch.from_numpy(x_quantized)
-        padding = grid.row_blocks * grid.rows - grid.in_features
-        if padding:
-            x_t = torch.nn.functional.pad(x_t, (0, padding))
-        x_blocks = x_t.view(batch, grid.row_blocks, grid.rows).transpose(0, 1)
-        torch.bmm(x_blocks, self._block_weights, out=torch.from_numpy(self._buffer))
-        return self._buffer
+        blocks = np.empty((grid.row_blocks, x.shape[0], grid.rows), dtype=np.float32)
+        scales = np.empty((x.shape[0], grid.row_blocks), dtype=np.float32)
+        volts_squared = np.empty_like(blocks) if squares else _EMPTY3
+        convert_inputs(self, x, blocks, scales, volts_squared)
+        return blocks, scales, volts_squared
+
+    def tile_outputs(self, x_blocks: np.ndarray) -> np.ndarray:
+        """Every tile's output (R, B, out) in cell currents, before the ADC, for word-line values x_blocks
+        (R, B, rows); used to calibrate ADC ranges (the forward pass converts them as it computes them)."""
+        return np.matmul(x_blocks, self.block_weights)
 
     def calibrate(self, x: torch.Tensor) -> None:
         """Set calibrated DAC and ADC ranges from sample inputs x (B, in) float32."""
@@ -183,29 +169,16 @@ class AnalogTiles:
                 "dac.mode / adc.mode: 'calibrated' ranges need sample inputs: "
                 "crossbar.compile(model, chip, calibration_inputs=...)"
             )
-        with_cells = self.cell_variance is not None
-        x_quantized, scales, volts_squared = self.quantize_inputs(x.detach().numpy(), squares=with_cells)
-        tile_out = self.tile_outputs(x_quantized)
-        # per-cell read-noise variance sum_i sigma_ij^2 (s x_q)_i^2: one matmul
-        cell_var = _EMPTY2
-        if with_cells:
-            cell_var = torch.mm(torch.from_numpy(volts_squared), torch.from_numpy(self.cell_variance)).numpy()
-        out = np.empty((x.shape[0], self.grid.out_features), dtype=np.float32)
         self._calls += 1
         noise_key = np.random.SeedSequence([self.seed, self._calls]).generate_state(1, np.uint64)[0]
-        adc_accumulate_kernel(
-            tile_out,
-            self.to_code,
-            self.from_code,
-            levels(self.chip.adc.bits),
-            scales,
-            self.noise_scale,
-            cell_var,
-            noise_key,
-            _EMPTY1 if bias is None else bias.detach().numpy(),
-            out,
-        )
+        out = run_tiles(self, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
         return torch.from_numpy(out)
+
+
+def _row_blocks(tiled: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(R, rows, C, cols) -> (R, rows, out) float32, contiguous: each row block's tiles side by side."""
+    flat = tiled.reshape(grid.row_blocks, grid.rows, grid.col_blocks * grid.cols)[..., : grid.out_features]
+    return np.ascontiguousarray(flat, dtype=np.float32)
 
 
 class DigitalTile:

@@ -78,7 +78,8 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
             "resolution (the ideal preset has none; use a chip with quantization)"
         )
     n_levels = levels(chip.dac.bits)
-    unit, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
+    blocks, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
+    unit = blocks.transpose(1, 0, 2).reshape(x2d.shape[0], -1)[:, : grid.in_features]
     codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
     batch = x2d.shape[0]
     # per input: the time at v_read that gives its charge (sum V t / v_read) and its energy (sum V^2 t / v_read^2)

@@ -1,0 +1,147 @@
+"""Runs one analog layer's tiles: DAC, one BLAS product per row block and task, ADC, noise and bias.
+
+The layer output (B, N) is cut into as many blocks as there are threads (``torch.get_num_threads()``): by
+input vectors when the batch is large, else by columns. Each block is a task on its own thread: it converts
+its input vectors (``crossbar.periphery.dac_kernel``; for blocks of columns the whole batch is converted
+first), then, for every row block r, multiplies the word-line values with the cell weights of that row
+block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and converts the result with
+the ADC kernel while it is still in cache; then it adds the noise and the bias. Single-threaded BLAS calls
+leave no BLAS worker threads spinning after a call, which would take the cores from the kernels that follow.
+The same seed and thread count give the same bits. Another thread count cuts the products differently, so
+the BLAS may round a tile output differently in its last bit; where that crosses an ADC decision level the
+output moves by one ADC step (a few outputs in 10^4 to 10^5). The noise draws are keyed by the element's
+position and never depend on the cut.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:
+    from crossbar.tiles import AnalogTiles
+
+from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
+
+_EMPTY1 = np.zeros(0, dtype=np.float32)
+_EMPTY2 = np.zeros((0, 0), dtype=np.float32)
+_EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
+# The smallest block a task gets: smaller products run the BLAS too far below its speed for a second thread
+# to pay off (measured on 2 cores: 64 x 1024 outputs of a 1024-input layer are faster on one thread).
+MIN_TASK_ROWS = 64
+MIN_TASK_COLS = 1024
+
+_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads it serves, the pool)
+_blas = None
+
+
+def _workers(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads - 1`` workers (the calling thread runs one task itself)."""
+    global _pool
+    with _lock:
+        if _pool is None or _pool[0] != threads:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            _pool = (threads, ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="crossbar-tiles"))
+        return _pool[1]
+
+
+def _single_threaded_blas():  # noqa: ANN202  (a threadpoolctl limiter)
+    """Hold every BLAS library of the process to one thread (found once; restored when the block ends)."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas.limit(limits=1)
+
+
+def split(batch: int, width: int, parts: int) -> list[tuple[slice, slice]]:
+    """Cut a (batch, width) output into at most ``parts`` (rows, columns) blocks of near-equal size.
+
+    By rows when every part gets at least MIN_TASK_ROWS of them, else by columns when every part gets at
+    least MIN_TASK_COLS, else not at all.
+    """
+    for size, minimum in ((batch, MIN_TASK_ROWS), (width, MIN_TASK_COLS)):
+        if parts > 1 and size >= parts * minimum:
+            edges = np.linspace(0, size, parts + 1).round().astype(int)
+            cuts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+            whole = slice(0, width if size == batch else batch)
+            return [(cut, whole) if size == batch else (whole, cut) for cut in cuts]
+    return [(slice(0, batch), slice(0, width))]
+
+
+def convert_inputs(
+    tiles: AnalogTiles, x: np.ndarray, blocks: np.ndarray, scales: np.ndarray, volts_squared: np.ndarray
+) -> None:
+    """DAC of x (m, in) float32 into views of the word-line values blocks (R, m, rows), input scales (m, R)
+    and, unless empty, the squared inputs (R, m, rows); a NaN or an infinity raises ValueError."""
+    fixed = -1.0 if tiles.chip.dac.mode == "dynamic" else tiles.dac_range
+    if dac_kernel(x, levels(tiles.chip.dac.bits), fixed, blocks, scales, volts_squared):
+        raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
+
+
+def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np.uint64) -> np.ndarray:
+    """The layer output (B, N) float32 of inputs x (B, in) float32 on the programmed ``tiles``; bias (N,) or (0,).
+
+    Uses the tiles' ``block_weights`` (R, rows, N), ADC constants ``to_code``/``from_code`` and output-noise
+    std ``noise_scale`` (R, N) (see ``crossbar.periphery.adc_accumulate_kernel``) and, with per-cell read
+    noise, ``cell_variance`` (R, rows, N): the variance sum_i (s x_q)_i^2 sigma_ij^2 takes one more product per
+    row block. With y_rb the tile outputs of row block r for vector b and z the draws of ``noise_key``:
+
+        out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
+    """
+    grid = tiles.grid
+    batch, width = x.shape[0], grid.out_features
+    weights, noise_scale, cell_variance = tiles.block_weights, tiles.noise_scale, tiles.cell_variance
+    n_levels = levels(tiles.chip.adc.bits)
+    with_cells = cell_variance is not None
+    blocks = np.empty((grid.row_blocks, batch, grid.rows), dtype=np.float32)
+    scales = np.empty((batch, grid.row_blocks), dtype=np.float32)
+    volts_squared = np.empty_like(blocks) if with_cells else _EMPTY3
+    out = np.empty((batch, width), dtype=np.float32)
+    parts = split(batch, width, torch.get_num_threads())
+    by_rows = parts[0][1] == slice(0, width)
+    if len(parts) == 1 or not by_rows:  # a single task, or blocks of columns: convert the whole batch first
+        convert_inputs(tiles, x, blocks, scales, volts_squared)
+
+    def task(
+        rows: slice, cols: slice, products: np.ndarray | None = None, cell_products: np.ndarray | None = None
+    ) -> None:
+        """One block of the output; ``products``: all tile outputs (R, B, N) when computed beforehand."""
+        if products is None and by_rows:
+            squares = volts_squared[:, rows] if with_cells else _EMPTY3
+            convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
+        acc = out[rows, cols]
+        scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
+        cell_var = np.zeros(acc.shape, dtype=np.float32) if with_cells else _EMPTY2
+        for r in range(grid.row_blocks):
+            product = np.dot(blocks[r, rows], weights[r, :, cols], out=scratch) if products is None else products[r]
+            to_code, from_code = tiles.to_code[r, cols], tiles.from_code[r, cols]
+            adc_accumulate_kernel(product, to_code, from_code, n_levels, scales[rows, r], acc, r == 0)
+            if with_cells:
+                if cell_products is None:
+                    cell = np.dot(volts_squared[r, rows], cell_variance[r, :, cols], out=scratch)
+                else:
+                    cell = cell_products[r]
+                np.add(cell_var, cell, out=cell_var)
+        noise = noise_scale[:, cols] if noise_scale.shape[0] > 0 else _EMPTY2
+        bias_part = bias[cols] if bias.shape[0] else _EMPTY1
+        noise_bias_kernel(acc, scales[rows], noise, cell_var, noise_key, rows.start, cols.start, bias_part)
+
+    if len(parts) == 1:  # too little work to share: the BLAS may use its own threads for the products
+        products = np.matmul(blocks, weights)
+        task(*parts[0], products, np.matmul(volts_squared, cell_variance) if with_cells else None)
+        return out
+    with _single_threaded_blas():
+        pending = [_workers(len(parts)).submit(task, *part) for part in parts[1:]]
+        try:
+            task(*parts[0])
+        finally:
+            for future in pending:
+                future.result()
+    return out

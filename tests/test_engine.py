@@ -1,0 +1,55 @@
+"""The parallel tile runner: the same numbers for any number of threads, and blocks that cover the output."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import crossbar
+from crossbar.engine import MIN_TASK_COLS, MIN_TASK_ROWS, split
+
+
+@pytest.mark.parametrize(
+    ("batch", "width", "parts"),
+    [(1000, 50, 2), (1000, 50, 3), (10, 5000, 2), (10, 50, 4), (2 * MIN_TASK_ROWS - 1, 2 * MIN_TASK_COLS - 1, 2)],
+)
+def test_split_covers_the_output_once(batch, width, parts):
+    blocks = split(batch, width, parts)
+    assert 1 <= len(blocks) <= parts
+    covered = np.zeros((batch, width), int)
+    for rows, cols in blocks:
+        covered[rows, cols] += 1
+    assert np.all(covered == 1)
+
+
+@pytest.mark.parametrize(("batch", "n_in", "n_out"), [(37, 600, 700), (300, 600, 700), (5, 300, 2 * MIN_TASK_COLS + 3)])
+@pytest.mark.parametrize("cell_std", [0.0, 0.03])
+def test_thread_counts_agree_to_the_rounding_of_the_products(batch, n_in, n_out, cell_std):
+    """Row blocks, column blocks and a single task give the same outputs, except where the BLAS's float
+    rounding (which depends on how a product is cut) moves a tile output across an ADC decision level:
+    then the output moves by one ADC step, in a handful of the outputs. A repeated run is bit-identical."""
+    torch.manual_seed(0)
+    layer = nn.Linear(n_in, n_out)
+    chip = crossbar.ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
+    chip = chip.replace(read_noise={"cell_std": cell_std})
+    x = torch.randn(batch, n_in)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for count in (1, 2, 3, 2):
+            torch.set_num_threads(count)
+            compiled = crossbar.compile(nn.Sequential(layer), chip, seed=4)
+            with torch.no_grad():
+                outputs.append(compiled(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outputs[1], outputs[3])
+    tile = compiled[0].tile
+    adc_step = float((tile.from_code * np.abs(compiled[0].tile.quantize_inputs(x.numpy())[1]).max()).max())
+    for other in outputs[1:3]:
+        moved = (other - outputs[0]).abs()
+        assert (moved > 1e-5).float().mean() < 1e-3
+        assert moved.max() <= 1.01 * adc_step
+    expected = layer(x).detach()
+    relative = ((outputs[0] - expected).norm() / expected.norm()).item()
+    assert 0 < relative < 0.3  # noisy hardware, not another layer
