@@ -384,7 +384,7 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
     blocks = np.empty((grid.row_blocks, batch, grid.rows), np.float32)
     scales = np.empty((batch, grid.row_blocks), np.float32)
     cells = tile.cell_variance is not None
-    squares = np.empty_like(blocks) if cells else np.zeros((0, 0, 0), np.float32)
+    squares = np.empty((batch, grid.row_blocks * grid.rows), np.float32) if cells else np.zeros((0, 0), np.float32)
     out = np.empty((batch, grid.out_features), np.float32)
     product = np.empty_like(out)
     cell_var = np.zeros_like(out) if cells else np.zeros((0, 0), np.float32)
@@ -393,8 +393,8 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
     def products() -> None:
         for r in range(grid.row_blocks):
             np.dot(blocks[r], tile.block_weights[r], out=product)
-            if cells:
-                np.dot(squares[r], tile.cell_variance[r], out=product)
+        if cells:
+            np.dot(squares, tile.cell_variance, out=cell_var)
 
     def adc() -> None:
         for r in range(grid.row_blocks):

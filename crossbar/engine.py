@@ -30,7 +30,6 @@ from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
-_EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
 # The smallest block a task gets: smaller products run the BLAS too far below its speed for a second thread
 # to pay off (measured on 2 cores: 64 x 1024 outputs of a 1024-input layer are faster on one thread).
 MIN_TASK_ROWS = 64
@@ -79,7 +78,7 @@ def convert_inputs(
     tiles: AnalogTiles, x: np.ndarray, blocks: np.ndarray, scales: np.ndarray, volts_squared: np.ndarray
 ) -> None:
     """DAC of x (m, in) float32 into views of the word-line values blocks (R, m, rows), input scales (m, R)
-    and, unless empty, the squared inputs (R, m, rows); a NaN or an infinity raises ValueError."""
+    and, unless empty, the squared inputs (m, R * rows); a NaN or an infinity raises ValueError."""
     fixed = -1.0 if tiles.chip.dac.mode == "dynamic" else tiles.dac_range
     if dac_kernel(x, levels(tiles.chip.dac.bits), fixed, blocks, scales, volts_squared):
         raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
@@ -90,8 +89,8 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
 
     Uses the tiles' ``block_weights`` (R, rows, N), ADC constants ``to_code``/``from_code`` and output-noise
     std ``noise_scale`` (R, N) (see ``crossbar.periphery.adc_accumulate_kernel``) and, with per-cell read
-    noise, ``cell_variance`` (R, rows, N): the variance sum_i (s x_q)_i^2 sigma_ij^2 takes one more product per
-    row block. With y_rb the tile outputs of row block r for vector b and z the draws of ``noise_key``:
+    noise, ``cell_variance`` (R * rows, N): the variance sum_i (s x_q)_i^2 sigma_ij^2 takes one more product,
+    over all rows at once. With y_rb the tile outputs of row block r for vector b and z the draws of ``noise_key``:
 
         out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
     """
@@ -102,7 +101,7 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
     with_cells = cell_variance is not None
     blocks = np.empty((grid.row_blocks, batch, grid.rows), dtype=np.float32)
     scales = np.empty((batch, grid.row_blocks), dtype=np.float32)
-    volts_squared = np.empty_like(blocks) if with_cells else _EMPTY3
+    volts_squared = np.empty((batch, grid.row_blocks * grid.rows), dtype=np.float32) if with_cells else _EMPTY2
     out = np.empty((batch, width), dtype=np.float32)
     parts = split(batch, width, torch.get_num_threads())
     by_rows = parts[0][1] == slice(0, width)
@@ -112,26 +111,22 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
     def task(
         rows: slice, cols: slice, products: np.ndarray | None = None, cell_products: np.ndarray | None = None
     ) -> None:
-        """One block of the output; ``products``: all tile outputs (R, B, N) when computed beforehand."""
+        """One block of the output; ``products`` (R, B, N) and ``cell_products`` (B, N): all tile outputs and
+        per-cell variances, when computed beforehand."""
         if products is None and by_rows:
-            squares = volts_squared[:, rows] if with_cells else _EMPTY3
+            squares = volts_squared[rows] if with_cells else _EMPTY2
             convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
         acc = out[rows, cols]
         scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
-        cell_var = np.zeros(acc.shape, dtype=np.float32) if with_cells else _EMPTY2
         for r in range(grid.row_blocks):
             product = np.dot(blocks[r, rows], weights[r, :, cols], out=scratch) if products is None else products[r]
             to_code, from_code = tiles.to_code[r, cols], tiles.from_code[r, cols]
             adc_accumulate_kernel(product, to_code, from_code, n_levels, scales[rows, r], acc, r == 0)
-            if with_cells:
-                if cell_products is None:
-                    cell = np.dot(volts_squared[r, rows], cell_variance[r, :, cols], out=scratch)
-                else:
-                    cell = cell_products[r]
-                np.add(cell_var, cell, out=cell_var)
+        if cell_products is None:
+            cell_products = np.dot(volts_squared[rows], cell_variance[:, cols]) if with_cells else _EMPTY2
         noise = noise_scale[:, cols] if noise_scale.shape[0] > 0 else _EMPTY2
         bias_part = bias[cols] if bias.shape[0] else _EMPTY1
-        noise_bias_kernel(acc, scales[rows], noise, cell_var, noise_key, rows.start, cols.start, bias_part)
+        noise_bias_kernel(acc, scales[rows], noise, cell_products, noise_key, rows.start, cols.start, bias_part)
 
     if len(parts) == 1:  # too little work to share: the BLAS may use its own threads for the products
         products = np.matmul(blocks, weights)

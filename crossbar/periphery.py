@@ -55,9 +55,9 @@ def dac_kernel(
     (B, R) float32, written with the input scale s of each vector's slice for each row block
     (``fixed_scale`` if > 0, else its max|x|, or 1 for an all-zero slice: each tile's DAC uses its full range,
     as aihwkit's ABS_MAX noise management per tile). out = code(x; s) / L, so that x ~= s * out;
-    ``n_levels`` = 0 gives out = x / s without rounding. volts_squared: like out, to receive (s * out)^2, the
-    squared converted inputs, or (0, 0, 0) to skip. One thread, no GIL: ``crossbar.engine`` converts parts of
-    a batch on several threads.
+    ``n_levels`` = 0 gives out = x / s without rounding. volts_squared: (B, R * rows), to receive (s * out)^2,
+    the squared converted inputs, row block after row block (zero on unused word lines), or (0, 0) to skip.
+    One thread, no GIL: ``crossbar.engine`` converts parts of a batch on several threads.
     """
     batch, width = x.shape
     n_blocks, _, block = out.shape
@@ -93,7 +93,7 @@ def dac_kernel(
                 for i in range(used):
                     line[i] = min(max(np.rint(values[i] * to_code), -lv), lv) * step
             if want_squares:
-                squared = volts_squared[r, b]
+                squared = volts_squared[b, r * block : (r + 1) * block]
                 for i in range(block):
                     v = s * line[i]
                     squared[i] = v * v
@@ -158,10 +158,11 @@ def noise_bias_kernel(
     has_cell = cell_variance.shape[0] > 0
     if has_output_noise or has_cell:
         z = np.empty(width, dtype=np.float32)
+        hashes = np.empty(width, dtype=np.uint32)
         slow = np.empty(width + 1, dtype=np.int64)
         variance = np.empty(width, dtype=np.float32)
         for b in range(m):
-            normal_row(noise_key, b0 + b, j0, z, slow)
+            normal_row(noise_key, b0 + b, j0, z, hashes, slow)
             variance[:] = 0.0
             if has_output_noise:
                 for r in range(noise_scale.shape[0]):

@@ -23,7 +23,6 @@ from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
-_EMPTY3 = np.zeros((0, 0, 0), dtype=np.float32)
 
 
 class AnalogTiles:
@@ -34,7 +33,7 @@ class AnalogTiles:
     occupying rows ``grid.row_slice(r)``; ``block_weights`` (R, rows, out), the same padded with zero rows to
     whole row blocks; ``digital_scale`` (R, out), turning tile outputs back into weight units (weight scaling
     times drift compensation); ``full_scale`` (R, out), the ADC range of every tile column; ``cell_variance``
-    (R, rows, out) or None, per-cell read-noise variance times digital_scale**2, zero on padding rows;
+    (R * rows, out) or None, per-cell read-noise variance times digital_scale**2, zero on padding rows;
     ``row_conductance`` (in,) float64, siemens: the programmed conductances (at ``t_inference``, all devices)
     each word line drives, summed over the layer's columns, for the array energy sum V^2 G t.
     Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
@@ -84,7 +83,7 @@ class AnalogTiles:
         if chip.read_noise.cell_std > 0:
             per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
             per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
-            self.cell_variance = _row_blocks(per_cell * used, grid)
+            self.cell_variance = _row_blocks(per_cell * used, grid).reshape(-1, grid.out_features)
 
     def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
         """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
@@ -124,11 +123,11 @@ class AnalogTiles:
 
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
-        rows; input scales s (B, R); (s code / L)^2 as (R, B, rows), or empty."""
+        rows; input scales s (B, R); (s code / L)^2 as (B, R * rows), or empty."""
         grid = self.grid
         blocks = np.empty((grid.row_blocks, x.shape[0], grid.rows), dtype=np.float32)
         scales = np.empty((x.shape[0], grid.row_blocks), dtype=np.float32)
-        volts_squared = np.empty_like(blocks) if squares else _EMPTY3
+        volts_squared = np.empty((x.shape[0], grid.row_blocks * grid.rows), dtype=np.float32) if squares else _EMPTY2
         convert_inputs(self, x, blocks, scales, volts_squared)
         return blocks, scales, volts_squared
 

@@ -9,7 +9,6 @@ from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_
 
 EMPTY1 = np.zeros(0, np.float32)
 EMPTY2 = np.zeros((0, 0), np.float32)
-EMPTY3 = np.zeros((0, 0, 0), np.float32)
 
 
 def reference_codes(values, full_scale, bits):
@@ -39,7 +38,7 @@ def test_dac_kernel_matches_reference_exactly(bits, fixed):
     x[5, 128:256] = 0.0
     x[6, 7] = -0.0  # a negative zero: |x| is still 0
     out, scales = np.full((3, 37, block), np.nan, np.float32), np.empty((37, 3), np.float32)
-    squares = np.full_like(out, np.nan)
+    squares = np.full((37, 3 * block), np.nan, np.float32)
     assert dac_kernel(x, levels(bits), fixed, out, scales, squares) == 0
     for r, cols in enumerate([slice(0, 128), slice(128, 256), slice(256, 300)]):
         part = x[:, cols]
@@ -55,15 +54,16 @@ def test_dac_kernel_matches_reference_exactly(bits, fixed):
         used = cols.stop - cols.start
         assert np.array_equal(out[r, :, :used], expected)
         assert np.all(out[r, :, used:] == 0)  # the unused word lines of the last row block
-        np.testing.assert_allclose(squares[r, :, :used], (expected * expected_scale[:, None]) ** 2, rtol=1e-6)
-        assert np.all(squares[r, :, used:] == 0)
+        on_lines = squares[:, r * block : r * block + used]
+        np.testing.assert_allclose(on_lines, (expected * expected_scale[:, None]) ** 2, rtol=1e-6)
+        assert np.all(squares[:, r * block + used : (r + 1) * block] == 0)
 
 
 def test_dac_kernel_counts_nan_and_inf():
     x = np.ones((4, 10), np.float32)
     x[1, 2], x[3, 7] = np.nan, -np.inf
     out, scales = np.empty((2, 4, 5), np.float32), np.empty((4, 2), np.float32)
-    assert dac_kernel(x, 127, -1.0, out, scales, EMPTY3) == 2
+    assert dac_kernel(x, 127, -1.0, out, scales, EMPTY2) == 2
 
 
 @pytest.mark.parametrize("bits", [None, 3, 8])
@@ -115,7 +115,7 @@ def test_normal_row_gives_any_slice_of_a_row():
     whole = np.empty((3, 1000), np.float32)
     fill_standard_normal(np.uint64(11), whole)
     part = np.empty(333, np.float32)
-    normal_row(np.uint64(11), 2, 555, part, np.empty(334, np.int64))
+    normal_row(np.uint64(11), 2, 555, part, np.empty(333, np.uint32), np.empty(334, np.int64))
     assert np.array_equal(part, whole[2, 555:888])
 
 
