@@ -441,6 +441,16 @@ def write_figure_atomic(figure: Any, path: str | os.PathLike, fmt: str = "png", 
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def write_torch_file(obj: Any, path: str | os.PathLike) -> int:
+    """``torch.save`` an object (a state_dict, a checkpoint dict) to ``path`` atomically; returns its bytes."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.tell()
+
+
 def read_torch_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
     """The object a ``torch.save`` file holds (``weights_only=False`` unpickles: trusted files only); a missing
     or unreadable file raises ConfigError naming it."""

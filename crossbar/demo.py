@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import crossbar
-from crossbar.config import ChipConfig, write_bytes_atomic
+from crossbar.config import ChipConfig, write_torch_file
 
 CHECKPOINT = "demo_mlp.pt"
 HIDDEN = (300, 100)
@@ -111,10 +111,8 @@ def main() -> None:
     if args.train:
         model = train()
         _, _, x_test, y_test = digits_split()
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
         path = Path(__file__).parent / "data" / CHECKPOINT
-        write_bytes_atomic(path, buffer.getvalue())
+        write_torch_file(model.state_dict(), path)
         print(f"wrote {path}: held-out accuracy {accuracy(model, x_test, y_test):.2%}")
 
 

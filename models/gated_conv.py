@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossbar.config import write_bytes_atomic
+from crossbar.config import write_torch_file
 from models.backbone import SequenceModel
 from models.data import lm_batches, tiny_shakespeare
 
@@ -88,10 +88,8 @@ def main() -> None:
     if args.train:
         start = time.perf_counter()
         model = train(args.steps)
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
         path = Path(__file__).parent / "checkpoints" / CHECKPOINT
-        write_bytes_atomic(path, buffer.getvalue())
+        write_torch_file(model.state_dict(), path)
         print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
 
 

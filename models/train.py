@@ -12,7 +12,6 @@ the held-out tenth of the text against unigram and bigram baselines scored on th
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import time
 from pathlib import Path
@@ -124,13 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _, checkpoint = train(args.name, seed=args.seed, device=args.device, **settings)
     out = args.out or checkpoint_path(args.name)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    from crossbar.config import write_bytes_atomic
+    from crossbar.config import write_torch_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, buffer.getvalue())
-    print(f"{args.name}: {checkpoint['metrics']}\nwrote {out} ({len(buffer.getvalue()) / 1e6:.2f} MB)")
+    size = write_torch_file(checkpoint, out)
+    print(f"{args.name}: {checkpoint['metrics']}\nwrote {out} ({size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

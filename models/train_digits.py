@@ -9,13 +9,12 @@ epochs and peak rate from ``models.ssm_digits.MODELS``; one CPU thread by defaul
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import torch
 from torch import nn
 
-from crossbar.config import write_bytes_atomic
+from crossbar.config import write_torch_file
 from crossbar.demo import accuracy
 from models.data import sequential_digits
 from models.ssm_digits import MODELS, build, checkpoint_path
@@ -55,9 +54,7 @@ def main() -> None:
     for name in names:
         start = time.perf_counter()
         model = train(name, args.epochs, args.seed)
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        write_bytes_atomic(checkpoint_path(name), buffer.getvalue())
+        write_torch_file(model.state_dict(), checkpoint_path(name))
         seconds = time.perf_counter() - start
         held_out = accuracy(model, x_test, y_test)
         print(f"{name}: held-out accuracy {held_out:.2%} ({seconds:.0f} s) -> {checkpoint_path(name)}")
