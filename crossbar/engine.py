@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
+from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
+
 if TYPE_CHECKING:
     from crossbar.tiles import AnalogTiles
-
-from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
@@ -80,6 +80,7 @@ def convert_inputs(
     """DAC of x (m, in) float32 into views of the word-line values blocks (R, m, rows), input scales (m, R)
     and, unless empty, the squared inputs (m, R * rows); a NaN or an infinity raises ValueError."""
     fixed = -1.0 if tiles.chip.dac.mode == "dynamic" else tiles.dac_range
+    x = np.ascontiguousarray(x, dtype=np.float32)  # the kernel reads the bit patterns of x's rows
     if dac_kernel(x, levels(tiles.chip.dac.bits), fixed, blocks, scales, volts_squared):
         raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
 

@@ -53,3 +53,20 @@ def test_thread_counts_agree_to_the_rounding_of_the_products(batch, n_in, n_out,
     expected = layer(x).detach()
     relative = ((outputs[0] - expected).norm() / expected.norm()).item()
     assert 0 < relative < 0.3  # noisy hardware, not another layer
+
+
+@pytest.mark.parametrize("batch", [3, 400])
+def test_nan_or_inf_in_any_task_raises(batch):
+    """A NaN or an infinity in any input vector, whichever task converts it, raises instead of converting."""
+    torch.manual_seed(1)
+    compiled = crossbar.compile(nn.Sequential(nn.Linear(300, 40)), "default", seed=0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for bad in (float("nan"), float("inf")):
+            x = torch.randn(batch, 300)
+            x[batch - 1, 299] = bad  # in the last task's block
+            with pytest.raises(ValueError, match="NaN or inf"), torch.no_grad():
+                compiled(x)
+    finally:
+        torch.set_num_threads(threads)
