@@ -104,34 +104,40 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
     scales = np.empty((batch, grid.row_blocks), dtype=np.float32)
     volts_squared = np.empty((batch, grid.row_blocks * grid.rows), dtype=np.float32) if with_cells else _EMPTY2
     out = np.empty((batch, width), dtype=np.float32)
+    n_in = grid.in_features
+    used = [min(grid.rows, n_in - r * grid.rows) for r in range(grid.row_blocks)]  # word lines per row block
     parts = split(batch, width, torch.get_num_threads())
     by_rows = parts[0][1] == slice(0, width)
     if len(parts) == 1 or not by_rows:  # a single task, or blocks of columns: convert the whole batch first
         convert_inputs(tiles, x, blocks, scales, volts_squared)
 
     def task(
-        rows: slice, cols: slice, products: np.ndarray | None = None, cell_products: np.ndarray | None = None
+        rows: slice, cols: slice, products: list[np.ndarray] | None = None, cell_products: np.ndarray | None = None
     ) -> None:
-        """One block of the output; ``products`` (R, B, N) and ``cell_products`` (B, N): all tile outputs and
-        per-cell variances, when computed beforehand."""
+        """One block of the output; ``products`` (R arrays (B, N)) and ``cell_products`` (B, N): all tile
+        outputs and per-cell variances, when computed beforehand."""
         if products is None and by_rows:
             squares = volts_squared[rows] if with_cells else _EMPTY2
             convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
         acc = out[rows, cols]
         scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
         for r in range(grid.row_blocks):
-            product = np.dot(blocks[r, rows], weights[r, :, cols], out=scratch) if products is None else products[r]
+            if products is None:  # the used word lines only (the last row block may be short)
+                product = np.dot(blocks[r, rows, : used[r]], weights[r, : used[r], cols], out=scratch)
+            else:
+                product = products[r]
             to_code, from_code = tiles.to_code[r, cols], tiles.from_code[r, cols]
             adc_accumulate_kernel(product, to_code, from_code, n_levels, scales[rows, r], acc, r == 0)
-        if cell_products is None:
-            cell_products = np.dot(volts_squared[rows], cell_variance[:, cols]) if with_cells else _EMPTY2
+        if cell_products is None and with_cells:
+            cell_products = np.dot(volts_squared[rows, :n_in], cell_variance[:n_in, cols])
         noise = noise_scale[:, cols] if noise_scale.shape[0] > 0 else _EMPTY2
         bias_part = bias[cols] if bias.shape[0] else _EMPTY1
-        noise_bias_kernel(acc, scales[rows], noise, cell_products, noise_key, rows.start, cols.start, bias_part)
+        cell = _EMPTY2 if cell_products is None else cell_products
+        noise_bias_kernel(acc, scales[rows], noise, cell, noise_key, rows.start, cols.start, bias_part)
 
     if len(parts) == 1:  # too little work to share: the BLAS may use its own threads for the products
-        products = np.matmul(blocks, weights)
-        task(*parts[0], products, np.matmul(volts_squared, cell_variance) if with_cells else None)
+        products = [blocks[r, :, : used[r]] @ weights[r, : used[r]] for r in range(grid.row_blocks)]
+        task(*parts[0], products, volts_squared[:, :n_in] @ cell_variance[:n_in] if with_cells else None)
         return out
     with _single_threaded_blas():
         pending = [_workers(len(parts)).submit(task, *part) for part in parts[1:]]
