@@ -1,12 +1,14 @@
 """Runs one analog layer's tiles: DAC, one BLAS product per row block and task, ADC, noise and bias.
 
-The layer output (B, N) is cut into as many blocks as there are threads (``torch.get_num_threads()``): by
-input vectors when the batch is large, else by columns. Each block is a task on its own thread: it converts
-its input vectors (``crossbar.periphery.dac_kernel``; for blocks of columns the whole batch is converted
-first), then, for every row block r, multiplies the word-line values with the cell weights of that row
-block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and converts the result with
-the ADC kernel while it is still in cache; then it adds the noise and the bias. Single-threaded BLAS calls
-leave no BLAS worker threads spinning after a call, which would take the cores from the kernels that follow.
+The batch is cut into as many blocks of input vectors as there are threads (``torch.get_num_threads()``),
+each at least MIN_TASK_ROWS long. Each block is a task on its own thread: it converts its input vectors
+(``crossbar.periphery.dac_kernel``), then, for every row block r, multiplies the word-line values with the
+cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and
+converts the result with the ADC kernel while it is still in cache; then it adds the noise and the bias.
+Single-threaded BLAS calls leave no BLAS worker threads spinning after a call, which would take the cores
+from the kernels that follow (and from the rest of the model: a threaded numpy BLAS here made a Mamba LM
+3x slower). A batch too small to share runs as one task, with torch's threaded BLAS for all row blocks at
+once, as the rest of a torch model does.
 The same seed and thread count give the same bits. Another thread count cuts the products differently, so
 the BLAS may round a tile output differently in its last bit; where that crosses an ADC decision level the
 output moves by one ADC step (a few outputs in 10^4 to 10^5). The noise draws are keyed by the element's
@@ -30,10 +32,9 @@ if TYPE_CHECKING:
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
-# The smallest block a task gets: smaller products run the BLAS too far below its speed for a second thread
-# to pay off (measured on 2 cores: 64 x 1024 outputs of a 1024-input layer are faster on one thread).
+# The fewest input vectors a task gets: below it the products are too small (or, for a few vectors, bound by
+# reading the weights) for a second single-threaded task to pay off; the layer then runs as one task.
 MIN_TASK_ROWS = 64
-MIN_TASK_COLS = 1024
 
 _lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads it serves, the pool)
@@ -59,19 +60,14 @@ def _single_threaded_blas():  # noqa: ANN202  (a threadpoolctl limiter)
     return _blas.limit(limits=1)
 
 
-def split(batch: int, width: int, parts: int) -> list[tuple[slice, slice]]:
-    """Cut a (batch, width) output into at most ``parts`` (rows, columns) blocks of near-equal size.
-
-    By rows when every part gets at least MIN_TASK_ROWS of them, else by columns when every part gets at
-    least MIN_TASK_COLS, else not at all.
-    """
-    for size, minimum in ((batch, MIN_TASK_ROWS), (width, MIN_TASK_COLS)):
-        if parts > 1 and size >= parts * minimum:
-            edges = np.linspace(0, size, parts + 1).round().astype(int)
-            cuts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-            whole = slice(0, width if size == batch else batch)
-            return [(cut, whole) if size == batch else (whole, cut) for cut in cuts]
-    return [(slice(0, batch), slice(0, width))]
+def split(batch: int, parts: int) -> list[slice]:
+    """Cut a batch into at most ``parts`` near-equal blocks of input vectors, each at least MIN_TASK_ROWS long
+    (or into one block)."""
+    parts = min(parts, batch // MIN_TASK_ROWS)
+    if parts <= 1:
+        return [slice(0, batch)]
+    edges = np.linspace(0, batch, parts + 1).round().astype(int)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def convert_inputs(
@@ -106,43 +102,39 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
     out = np.empty((batch, width), dtype=np.float32)
     n_in = grid.in_features
     used = [min(grid.rows, n_in - r * grid.rows) for r in range(grid.row_blocks)]  # word lines per row block
-    parts = split(batch, width, torch.get_num_threads())
-    by_rows = parts[0][1] == slice(0, width)
-    if len(parts) == 1 or not by_rows:  # a single task, or blocks of columns: convert the whole batch first
-        convert_inputs(tiles, x, blocks, scales, volts_squared)
+    parts = split(batch, torch.get_num_threads())
 
-    def task(
-        rows: slice, cols: slice, products: list[np.ndarray] | None = None, cell_products: np.ndarray | None = None
-    ) -> None:
-        """One block of the output; ``products`` (R arrays (B, N)) and ``cell_products`` (B, N): all tile
+    def task(rows: slice, products: np.ndarray | None = None, cell_products: np.ndarray | None = None) -> None:
+        """Input vectors ``rows`` of the output; ``products`` (R, B, N) and ``cell_products`` (B, N): all tile
         outputs and per-cell variances, when computed beforehand."""
-        if products is None and by_rows:
+        if products is None:
             squares = volts_squared[rows] if with_cells else _EMPTY2
             convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
-        acc = out[rows, cols]
+        acc = out[rows]
         scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
         for r in range(grid.row_blocks):
             if products is None:  # the used word lines only (the last row block may be short)
-                product = np.dot(blocks[r, rows, : used[r]], weights[r, : used[r], cols], out=scratch)
+                product = np.dot(blocks[r, rows, : used[r]], weights[r, : used[r]], out=scratch)
             else:
                 product = products[r]
-            to_code, from_code = tiles.to_code[r, cols], tiles.from_code[r, cols]
-            adc_accumulate_kernel(product, to_code, from_code, n_levels, scales[rows, r], acc, r == 0)
+            adc_accumulate_kernel(product, tiles.to_code[r], tiles.from_code[r], n_levels, scales[rows, r], acc, r == 0)
         if cell_products is None and with_cells:
-            cell_products = np.dot(volts_squared[rows, :n_in], cell_variance[:n_in, cols])
-        noise = noise_scale[:, cols] if noise_scale.shape[0] > 0 else _EMPTY2
-        bias_part = bias[cols] if bias.shape[0] else _EMPTY1
+            cell_products = np.dot(volts_squared[rows, :n_in], cell_variance[:n_in])
         cell = _EMPTY2 if cell_products is None else cell_products
-        noise_bias_kernel(acc, scales[rows], noise, cell, noise_key, rows.start, cols.start, bias_part)
+        noise_bias_kernel(acc, scales[rows], noise_scale, cell, noise_key, rows.start, 0, bias)
 
-    if len(parts) == 1:  # too little work to share: the BLAS may use its own threads for the products
-        products = [blocks[r, :, : used[r]] @ weights[r, : used[r]] for r in range(grid.row_blocks)]
-        task(*parts[0], products, volts_squared[:, :n_in] @ cell_variance[:n_in] if with_cells else None)
+    if len(parts) == 1:  # too little work to share: torch's BLAS computes all row blocks at once, threaded
+        convert_inputs(tiles, x, blocks, scales, volts_squared)
+        products = torch.bmm(torch.from_numpy(blocks), torch.from_numpy(weights)).numpy()
+        cells = (
+            torch.from_numpy(volts_squared[:, :n_in]) @ torch.from_numpy(cell_variance[:n_in]) if with_cells else None
+        )
+        task(parts[0], products, None if cells is None else cells.numpy())
         return out
     with _single_threaded_blas():
-        pending = [_workers(len(parts)).submit(task, *part) for part in parts[1:]]
+        pending = [_workers(len(parts)).submit(task, part) for part in parts[1:]]
         try:
-            task(*parts[0])
+            task(parts[0])
         finally:
             for future in pending:
                 future.result()
