@@ -20,6 +20,7 @@ from crossbar import demo
 from crossbar.config import ConfigError
 from crossbar.sweep import SpecError, expand, load_spec, local_cluster, parse_spec, run_sweep, summarize
 from crossbar.sweep.runner import single_threaded
+from crossbar.sweep.store import writer_lock
 
 HERE = Path(__file__).resolve().parent
 FAST_CHIP = {"name": "fast", "wires": {"r_wl": 0.0, "r_bl": 0.0}}  # no IR drop: compiles in a fraction of a second
@@ -130,6 +131,19 @@ def test_rerun_skips_finished_points(tmp_path):
         with pytest.raises(ConfigError, match=message):
             run_sweep(parse_spec(spec_dict(seeds=1, bits=[6])), bad, progress=False)
     assert (tmp_path / "notes.parquet").read_text() == "not a table"
+
+
+def test_a_second_sweep_on_the_same_results_file_stops_before_any_work(tmp_path):
+    path = tmp_path / "results.parquet"
+    run_sweep(parse_spec(spec_dict(seeds=1, bits=[6])), path, progress=False)
+    before = path.read_bytes()
+    with writer_lock(path):  # another sweep is writing this file
+        with pytest.raises(ConfigError, match="another sweep is writing"):
+            run_sweep(parse_spec(spec_dict(seeds=2, bits=[6])), path, progress=False)
+        run_sweep(parse_spec(spec_dict(seeds=1, bits=[6])), tmp_path / "other.parquet", progress=False)
+    assert path.read_bytes() == before
+    grown = run_sweep(parse_spec(spec_dict(seeds=2, bits=[6])), path, progress=False)  # the lock was released
+    assert (grown.computed, grown.skipped) == (1, 1)
 
 
 def test_a_killed_client_leaves_a_readable_file_and_the_rerun_completes(tmp_path):

@@ -29,7 +29,7 @@ import crossbar
 from crossbar.sweep.grid import expand
 from crossbar.sweep.point import Point, evaluate_point
 from crossbar.sweep.spec import SweepSpec
-from crossbar.sweep.store import ResultsStore
+from crossbar.sweep.store import ResultsStore, writer_lock
 
 PLUGIN_NAME = "crossbar-single-threaded"
 
@@ -139,16 +139,18 @@ def run_sweep(
     """Evaluate every point of ``spec`` missing from the ``results`` Parquet file, appending rows as they finish.
 
     ``client``: a dask client (LocalCluster or a remote scheduler); None runs the points one after the other
-    in this process, single-threaded like a worker, which gives the same numbers.
+    in this process, single-threaded like a worker, which gives the same numbers. The results file's writer
+    lock is held throughout: a second sweep on the same file raises ConfigError before any work.
     """
-    plan = plan_sweep(spec, results)
-    run = SweepRun(plan.points, skipped=len(plan.points) - len(plan.todo))
-    bar = tqdm(total=len(plan.points), initial=run.skipped, desc=spec.name, unit="point", disable=not progress)
-    with bar:
-        if client is None:
-            _run_serial(plan, run, bar)
-        elif plan.todo:
-            _run_distributed(plan, run, bar, client)
+    with writer_lock(results):
+        plan = plan_sweep(spec, results)
+        run = SweepRun(plan.points, skipped=len(plan.points) - len(plan.todo))
+        bar = tqdm(total=len(plan.points), initial=run.skipped, desc=spec.name, unit="point", disable=not progress)
+        with bar:
+            if client is None:
+                _run_serial(plan, run, bar)
+            elif plan.todo:
+                _run_distributed(plan, run, bar, client)
     return run
 
 

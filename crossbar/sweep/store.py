@@ -3,13 +3,16 @@
 Each append writes the whole table to a temporary file and renames it over the old one
 (``crossbar.config.write_bytes_atomic``), so a kill at any moment leaves either the previous or the new
 complete file, never a torn one. Rows carry the point's ``key`` (see ``Point.key``); a rerun skips keys
-already present.
+already present. A sweep holds ``writer_lock`` on its results file while it reads and appends, so a second
+sweep on the same file stops at once instead of replacing the first one's rows with its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crossbar.config import ConfigError, write_bytes_atomic
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: sweeps on one results file are not guarded against each other
+    fcntl = None
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive writer lock of the results file ``path`` for the block.
+
+    An advisory ``flock`` on the sidecar file ``.NAME.lock`` beside it (created if missing, left in place): the
+    operating system releases it when the holder ends, even when killed, so a lock never goes stale. A second
+    holder, in this or another process on the same machine or NFS client, gets ConfigError at once.
+    """
+    path = Path(path)
+    if fcntl is None or not path.parent.is_dir():
+        yield  # no lock on this platform; a missing folder is reported by ResultsStore
+        return
+    with open(path.parent / f".{path.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigError(
+                f"{path}: another sweep is writing this results file; wait for it to end or choose another path"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ResultsStore:
