@@ -3,7 +3,8 @@
 The batch is cut into as many blocks of input vectors as there are threads (``torch.get_num_threads()``),
 each at least MIN_TASK_ROWS long. Each block is a task on its own thread: it converts its input vectors
 (``crossbar.periphery.dac_kernel``), then, for every row block r, multiplies the word-line values with the
-cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and
+cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL; held
+to one thread by OpenBLAS's per-thread setting, so other Python threads keep theirs) and
 converts the result with the ADC kernel while it is still in cache; then it adds the noise and the bias.
 Single-threaded BLAS calls leave no BLAS worker threads spinning after a call, which would take the cores
 from the kernels that follow (and from the rest of the model: a threaded numpy BLAS here made a Mamba LM
@@ -17,13 +18,16 @@ position and never depend on the cut.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
 
@@ -38,7 +42,7 @@ MIN_TASK_ROWS = 64
 
 _lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads it serves, the pool)
-_blas = None
+_local_setters: list[ctypes._CFuncPtr] | None = None  # openblas_set_num_threads_local of each loaded OpenBLAS
 
 
 def _workers(threads: int) -> ThreadPoolExecutor:
@@ -52,12 +56,31 @@ def _workers(threads: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _single_threaded_blas():  # noqa: ANN202  (a threadpoolctl limiter)
-    """Hold every BLAS library of the process to one thread (found once; restored when the block ends)."""
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas.limit(limits=1)
+def _thread_local_setters() -> list[ctypes._CFuncPtr]:
+    """``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) of every loaded OpenBLAS, found once."""
+    global _local_setters
+    with _lock:
+        if _local_setters is None:
+            _local_setters = []
+            for library in ThreadpoolController().select(user_api="blas").lib_controllers:
+                setter = getattr(library.dynlib, "openblas_set_num_threads_local", None)
+                if setter is not None:
+                    setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+                    _local_setters.append(setter)
+        return _local_setters
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run this thread's BLAS calls on one thread for the block, leaving other threads' settings alone
+    (OpenBLAS's per-thread setting; a no-op for a BLAS without one, for which ``run_tiles`` falls back)."""
+    setters = _thread_local_setters()
+    previous = [setter(1) for setter in setters]
+    try:
+        yield
+    finally:
+        for setter, count in zip(setters, previous, strict=True):
+            setter(count)
 
 
 def split(batch: int, parts: int) -> list[slice]:
@@ -110,6 +133,10 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
         if products is None:
             squares = volts_squared[rows] if with_cells else _EMPTY2
             convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
+        with one_blas_thread() if products is None else contextlib.nullcontext():
+            _finish(rows, products, cell_products)
+
+    def _finish(rows: slice, products: np.ndarray | None, cell_products: np.ndarray | None) -> None:
         acc = out[rows]
         scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
         for r in range(grid.row_blocks):
@@ -131,7 +158,10 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
         )
         task(parts[0], products, None if cells is None else cells.numpy())
         return out
-    with _single_threaded_blas():
+    # A BLAS without a per-thread setting is held to one thread process-wide instead (threadpoolctl applies it
+    # only from the thread that first set it, usually the main thread).
+    fallback = threadpool_limits(limits=1, user_api="blas") if not _thread_local_setters() else contextlib.nullcontext()
+    with fallback:
         pending = [_workers(len(parts)).submit(task, part) for part in parts[1:]]
         try:
             task(parts[0])

@@ -1,8 +1,11 @@
 """The parallel tile runner: the same numbers for any number of threads, and blocks that cover the output."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 from torch import nn
 
 import crossbar
@@ -68,3 +71,30 @@ def test_nan_or_inf_in_any_task_raises(batch):
                 compiled(x)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_concurrent_forwards_leave_the_blas_thread_counts_as_they_were():
+    """Forwards from several Python threads at once share the one-thread BLAS limit; the last restores it."""
+    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    compiled = crossbar.compile(nn.Sequential(nn.Linear(300, 200)), "ideal", seed=0)
+    x = torch.randn(256, 300)
+    with torch.no_grad():
+        expected = compiled(x)
+    outputs, errors = [], []
+
+    def forward() -> None:
+        try:
+            with torch.no_grad():
+                for _ in range(20):
+                    outputs.append(compiled(x))
+        except Exception as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=forward) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(outputs) == 60
+    assert all(torch.equal(y, expected) for y in outputs)  # the ideal chip draws no noise
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
