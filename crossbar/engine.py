@@ -3,8 +3,7 @@
 The batch is cut into as many blocks of input vectors as there are threads (``torch.get_num_threads()``),
 each at least MIN_TASK_ROWS long. Each block is a task on its own thread: it converts its input vectors
 (``crossbar.periphery.dac_kernel``), then, for every row block r, multiplies the word-line values with the
-cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL; held
-to one thread by OpenBLAS's per-thread setting, so other Python threads keep theirs) and
+cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and
 converts the result with the ADC kernel while it is still in cache; then it adds the noise and the bias.
 Single-threaded BLAS calls leave no BLAS worker threads spinning after a call, which would take the cores
 from the kernels that follow (and from the rest of the model: a threaded numpy BLAS here made a Mamba LM
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
 
@@ -42,7 +42,10 @@ MIN_TASK_ROWS = 64
 
 _lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads it serves, the pool)
-_local_setters: list[ctypes._CFuncPtr] | None = None  # openblas_set_num_threads_local of each loaded OpenBLAS
+_openblas: list[tuple[ctypes._CFuncPtr, ctypes._CFuncPtr]] | None = None  # (get, set) num_threads of each OpenBLAS
+_other_blas: ThreadpoolController | None = None  # MKL, BLIS: left to threadpoolctl
+_blas_users = 0  # forwards now running with the BLAS held to one thread
+_blas_saved: list[int] = []  # the thread counts they found
 
 
 def _workers(threads: int) -> ThreadPoolExecutor:
@@ -56,31 +59,52 @@ def _workers(threads: int) -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _thread_local_setters() -> list[ctypes._CFuncPtr]:
-    """``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) of every loaded OpenBLAS, found once."""
-    global _local_setters
-    with _lock:
-        if _local_setters is None:
-            _local_setters = []
-            for library in ThreadpoolController().select(user_api="blas").lib_controllers:
-                setter = getattr(library.dynlib, "openblas_set_num_threads_local", None)
-                if setter is not None:
-                    setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _local_setters.append(setter)
-        return _local_setters
+def _openblas_thread_controls() -> list[tuple[ctypes._CFuncPtr, ctypes._CFuncPtr]]:
+    """``openblas_get_num_threads`` and ``openblas_set_num_threads`` of every loaded OpenBLAS (numpy's,
+    scipy's), under any of their symbol prefixes and suffixes; found once."""
+    global _openblas, _other_blas
+    if _openblas is None:
+        found = []
+        libraries = ThreadpoolController().select(user_api="blas")
+        _other_blas = libraries.select(internal_api=["mkl", "blis"])
+        for library in libraries.select(internal_api="openblas").lib_controllers:
+            for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+                get = getattr(library.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                put = getattr(library.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                    found.append((get, put))
+                    break
+        _openblas = found
+    return _openblas
 
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run this thread's BLAS calls on one thread for the block, leaving other threads' settings alone
-    (OpenBLAS's per-thread setting; a no-op for a BLAS without one, for which ``run_tiles`` falls back)."""
-    setters = _thread_local_setters()
-    previous = [setter(1) for setter in setters]
+    """Hold OpenBLAS to one thread while any forward (of any Python thread) is in the block; the last to leave
+    restores the thread counts the first one found.
+
+    OpenBLAS's thread count is process-wide (its ``_local`` variant is too, in the pthreads builds numpy and
+    scipy ship), and threadpoolctl 3.8 changes it only from the thread that changed it first, so the count is
+    set here directly, counted under a lock. Other BLAS libraries (MKL, BLIS) are left to threadpoolctl.
+    """
+    global _blas_users, _blas_saved
+    with _lock:
+        controls = _openblas_thread_controls()
+        if _blas_users == 0:
+            _blas_saved = [get() for get, _ in controls]
+            for _, put in controls:
+                put(1)
+        _blas_users += 1
     try:
-        yield
+        with _other_blas.limit(limits=1) if _other_blas.lib_controllers else contextlib.nullcontext():
+            yield
     finally:
-        for setter, count in zip(setters, previous, strict=True):
-            setter(count)
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for (_, put), count in zip(controls, _blas_saved, strict=True):
+                    put(count)
 
 
 def split(batch: int, parts: int) -> list[slice]:
@@ -133,10 +157,6 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
         if products is None:
             squares = volts_squared[rows] if with_cells else _EMPTY2
             convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
-        with one_blas_thread() if products is None else contextlib.nullcontext():
-            _finish(rows, products, cell_products)
-
-    def _finish(rows: slice, products: np.ndarray | None, cell_products: np.ndarray | None) -> None:
         acc = out[rows]
         scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
         for r in range(grid.row_blocks):
@@ -158,10 +178,7 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
         )
         task(parts[0], products, None if cells is None else cells.numpy())
         return out
-    # A BLAS without a per-thread setting is held to one thread process-wide instead (threadpoolctl applies it
-    # only from the thread that first set it, usually the main thread).
-    fallback = threadpool_limits(limits=1, user_api="blas") if not _thread_local_setters() else contextlib.nullcontext()
-    with fallback:
+    with one_blas_thread():
         pending = [_workers(len(parts)).submit(task, part) for part in parts[1:]]
         try:
             task(parts[0])
