@@ -54,6 +54,15 @@ def _check_positive(value: float, field_name: str, allow_zero: bool = False) -> 
     _check(ok, field_name, f"must be a finite {bound} number (got {value!r})")
 
 
+def _check_count(value: int, field_name: str) -> None:
+    """A positive integer (not a bool): tile sizes, ADC sharing, digital lanes."""
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        field_name,
+        f"must be a positive integer (got {value!r})",
+    )
+
+
 def _check_choice(value: str, choices: tuple[str, ...], field_name: str) -> None:
     _check(value in choices, field_name, f"must be one of {', '.join(choices)} (got {value!r})")
 
@@ -67,12 +76,7 @@ class TileConfig:
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
-            value = getattr(self, name)
-            _check(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                f"tile.{name}",
-                f"must be a positive integer (got {value!r})",
-            )
+            _check_count(getattr(self, name), f"tile.{name}")
 
 
 @dataclass(frozen=True)
@@ -292,12 +296,7 @@ class EnergyConfig:
         _check_choice(self.array_law, ARRAY_LAWS, "energy.array_law")
         _check_choice(self.digital_format, DIGITAL_FORMATS, "energy.digital_format")
         for name in ("adc_share", "digital_lanes"):
-            value = getattr(self, name)
-            _check(
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                f"energy.{name}",
-                f"must be a positive integer (got {value!r})",
-            )
+            _check_count(getattr(self, name), f"energy.{name}")
         _check(isinstance(self.source, str), "energy.source", "must be a string")
 
 
