@@ -113,7 +113,7 @@ def thread_pools() -> list[dict[str, Any]]:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON through crossbar's atomic writer (temp file, then rename)."""
-    from crossbar.config import write_text_atomic
+    from crossbar.fileio import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -294,7 +294,7 @@ def _figure(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossbar.config import write_figure_atomic
+    from crossbar.fileio import write_figure_atomic
 
     kinds = ("additive", "multiplicative", "device")
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from crossbar.config import write_text_atomic
+from crossbar.fileio import write_text_atomic
 
 PROFILE_FORMAT = "crossbar-device-profile"
 PROFILE_VERSION = 1

@@ -9,7 +9,7 @@ import numpy as np
 from calibration.fits import MIN_CELLS_PER_LEVEL
 from calibration.fitting import FitResult
 from calibration.schema import Measurements
-from crossbar.config import write_figure_atomic
+from crossbar.fileio import write_figure_atomic
 
 MICRO = 1e6  # siemens -> microsiemens, for display only
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from crossbar.config import write_bytes_atomic
+from crossbar.fileio import write_bytes_atomic
 
 SCHEMA_NAME = "crossbar-device-measurements"
 SCHEMA_VERSION = 1

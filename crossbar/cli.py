@@ -15,7 +15,8 @@ from torch import nn
 
 import crossbar
 from crossbar import demo
-from crossbar.config import ChipConfig, ConfigError, read_torch_file
+from crossbar.config import ChipConfig, ConfigError
+from crossbar.fileio import read_torch_file
 
 if TYPE_CHECKING:
     from crossbar.sweep import SweepRun, SweepSpec

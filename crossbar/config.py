@@ -9,15 +9,16 @@ the current of one fully-on differential pair at full input, ``v_read * (g_max -
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from crossbar.errors import ConfigError
+from crossbar.fileio import write_text_atomic
 
 MIN_BITS = 2
 MAX_BITS = 24
@@ -26,10 +27,6 @@ ADC_LAWS = ("sar", "murmann")
 ARRAY_LAWS = ("cells", "supply")
 DIGITAL_FORMATS = ("int8", "int32", "fp16", "fp32")
 DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes", "profile")
-
-
-class ConfigError(ValueError):
-    """An impossible or unknown configuration value; the message names the field."""
 
 
 def _check(condition: bool, field_name: str, message: str) -> None:
@@ -410,54 +407,3 @@ class ChipConfig:
             else:
                 data[section].update(changes)
         return ChipConfig.from_dict(data)
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_figure_atomic(figure: Any, path: str | os.PathLike, fmt: str = "png", dpi: int = 120) -> None:
-    """Render a matplotlib figure in format ``fmt`` and write it to ``path`` atomically."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=dpi)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_torch_file(obj: Any, path: str | os.PathLike) -> int:
-    """``torch.save`` an object (a state_dict, a checkpoint dict) to ``path`` atomically; returns its bytes."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
-    return buffer.tell()
-
-
-def read_torch_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
-    """The object a ``torch.save`` file holds (``weights_only=False`` unpickles: trusted files only); a missing
-    or unreadable file raises ConfigError naming it."""
-    import torch
-
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        return torch.load(path, weights_only=weights_only, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 (any load failure is a bad file for the user)
-        raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc

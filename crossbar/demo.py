@@ -20,7 +20,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import crossbar
-from crossbar.config import ChipConfig, write_torch_file
+from crossbar.config import ChipConfig
+from crossbar.fileio import write_torch_file
 
 CHECKPOINT = "demo_mlp.pt"
 HIDDEN = (300, 100)

@@ -99,7 +99,7 @@ class Sensitivity:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from crossbar.config import write_figure_atomic
+        from crossbar.fileio import write_figure_atomic
 
         rows = self.rows[::-1]
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossbar.config import write_torch_file
+from crossbar.fileio import write_torch_file
 from models.backbone import SequenceModel
 from models.data import lm_batches, tiny_shakespeare
 

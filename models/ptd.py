@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossbar.config import write_bytes_atomic
+from crossbar.fileio import write_bytes_atomic
 from models.hippo import hippo_legs, modal_form
 
 CACHE = Path(__file__).parent / "checkpoints"

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _, checkpoint = train(args.name, seed=args.seed, device=args.device, **settings)
     out = args.out or checkpoint_path(args.name)
-    from crossbar.config import write_torch_file
+    from crossbar.fileio import write_torch_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     size = write_torch_file(checkpoint, out)

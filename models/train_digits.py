@@ -14,8 +14,8 @@ import time
 import torch
 from torch import nn
 
-from crossbar.config import write_torch_file
 from crossbar.demo import accuracy
+from crossbar.fileio import write_torch_file
 from models.data import sequential_digits
 from models.ssm_digits import MODELS, build, checkpoint_path
 

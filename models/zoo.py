@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossbar.config import ConfigError, read_torch_file
+from crossbar.config import ConfigError
+from crossbar.fileio import read_torch_file
 from models.pretrained import SHIPPED as SHIPPED_LMS
 
 

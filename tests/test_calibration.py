@@ -19,7 +19,7 @@ from calibration import fitting, importers
 from calibration.fits import polyval
 from calibration.profile import DeviceProfile, ProfileError, load_profile
 from crossbar import ChipConfig, ConfigError, demo
-from crossbar.config import write_text_atomic
+from crossbar.fileio import write_text_atomic
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossbar.config import write_figure_atomic
+from crossbar.fileio import write_figure_atomic
 
 COMPONENTS = ("dac", "adc", "array", "digital", "movement")
 _COLOURS = {"dac": "#4c72b0", "adc": "#dd8452", "array": "#55a868", "digital": "#c44e52", "movement": "#8172b3"}

@@ -6,7 +6,8 @@ import os
 
 import pandas as pd
 
-from crossbar.config import ConfigError, write_figure_atomic
+from crossbar.config import ConfigError
+from crossbar.fileio import write_figure_atomic
 
 
 def default_x(table: pd.DataFrame, coordinates: list[str]) -> str:

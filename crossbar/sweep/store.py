@@ -1,7 +1,7 @@
 """The results file: one Parquet table, one row per finished point, rewritten atomically on every append.
 
 Each append writes the whole table to a temporary file and renames it over the old one
-(``crossbar.config.write_bytes_atomic``), so a kill at any moment leaves either the previous or the new
+(``crossbar.fileio.write_bytes_atomic``), so a kill at any moment leaves either the previous or the new
 complete file, never a torn one. Rows carry the point's ``key`` (see ``Point.key``); a rerun skips keys
 already present. A sweep holds ``writer_lock`` on its results file while it reads and appends, so a second
 sweep on the same file stops at once instead of replacing the first one's rows with its own.
@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crossbar.config import ConfigError, write_bytes_atomic
+from crossbar.config import ConfigError
+from crossbar.fileio import write_bytes_atomic
 
 try:
     import fcntl
