@@ -2,7 +2,7 @@
 """The shipped techC device profile, its goodness of fit and the figure in docs/calibration.md.
 
 Converts the measured techC relaxation data (../shared/data/rram-relaxation/techC) to the HDF5 schema, fits
-it (``calibration.fit``, polynomial order 4), and writes the preset ``calibration/profiles/techc.json``, the
+it (``calibration.fit``, polynomial order 4), and writes the preset ``crossbar/presets/devices/techc.json``, the
 figure ``docs/figures/calibration_techc.png`` (measured vs fitted spread and mean offset per level and time)
 and ``benchmarks/results/calibration_techc.json`` (relative std error per level and time, summarised).
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--order", type=int, default=4)
     parser.add_argument("--data", type=Path, default=TECHC)
-    parser.add_argument("--profile", type=Path, default=ROOT / "calibration" / "profiles" / "techc.json")
+    parser.add_argument("--profile", type=Path, default=ROOT / "crossbar" / "presets" / "devices" / "techc.json")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "calibration_techc.png")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "calibration_techc.json")
     args = parser.parse_args()

@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import crossbar
-    from crossbar import sensitivity
-    from crossbar.cli import _load_module
+    from crossbar import hpd, sensitivity
+    from crossbar.fileio import read_torch_module
     from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
-    from models import hpd, zoo
+    from models import zoo
 
     start = time.perf_counter()
     builtin = args.model in zoo.MODELS
-    model = zoo.load_model(args.model) if builtin else _load_module(args.model).eval()
+    model = zoo.load_model(args.model) if builtin else read_torch_module(args.model).eval()
     data = args.data or (zoo.default_data(args.model) if builtin else "tiny-shakespeare")
     inputs, targets = zoo.held_out(data, tokens=args.tokens, length=args.length)
     half = len(inputs) // 2

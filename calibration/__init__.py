@@ -7,9 +7,9 @@ g = profile.program(g_target, t_inference=3600.0, seed=0)   # siemens in, siemen
 
 from calibration.fitting import fit
 from calibration.importers import FORMATS, convert
-from calibration.profile import DeviceProfile, ProfileError, load_profile
 from calibration.reader import read
 from calibration.schema import Measurements, SchemaError
+from crossbar.profile import DeviceProfile, ProfileError, load_profile
 
 __all__ = [
     "FORMATS",

@@ -31,9 +31,9 @@ from calibration.fits import (
     power_law_moments,
 )
 from calibration.levels import LevelStats, assign_levels, level_stats
-from calibration.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial, RelaxationTable
 from calibration.reader import read
 from calibration.schema import SCHEMA_VERSION, Measurements
+from crossbar.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial, RelaxationTable
 
 POWER_LAW_TOLERANCE = 0.15  # largest relative std error of a power law that is still said to hold
 PREDICTION_DRAWS = 2000

@@ -11,30 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 import crossbar
 from crossbar import demo
 from crossbar.config import ChipConfig, ConfigError
-from crossbar.fileio import read_torch_file
+from crossbar.fileio import read_torch_file, read_torch_module
 
 if TYPE_CHECKING:
     from crossbar.sweep import SweepRun, SweepSpec
 
 
-def _load_module(path: str) -> nn.Module:
-    """A whole torch module saved with ``torch.save(model, path)`` (trusted file: it is unpickled)."""
-    obj = read_torch_file(path, weights_only=False)
-    if not isinstance(obj, nn.Module):
-        raise ConfigError(
-            f"{path}: holds a {type(obj).__name__}, not a torch module; save the whole model with "
-            "torch.save(model, path) (a state_dict alone has no architecture)"
-        )
-    return obj
-
-
 def cmd_map(args: argparse.Namespace) -> None:
-    model = _load_module(args.model)
+    model = read_torch_module(args.model)
     chip = ChipConfig.load(args.chip)
     # The mapping depends only on the tile grid: skip the device physics and IR drop it does not need.
     chip = chip.replace(device={"model": "none"}, wires={"r_wl": 0.0, "r_bl": 0.0})
@@ -65,7 +53,7 @@ def _example_inputs(args: argparse.Namespace) -> torch.Tensor | tuple:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    model = _load_module(args.model)
+    model = read_torch_module(args.model)
     chip = ChipConfig.load(args.chip)
     inputs = _example_inputs(args)
     constants = crossbar.EnergyConstants.load(args.constants)  # checked before the (slower) compile
@@ -201,7 +189,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     builtin = args.model in zoo.MODELS
     if not builtin and not Path(args.model).is_file():
         raise ConfigError(f"{args.model}: neither a built-in model ({', '.join(zoo.MODELS)}) nor a file")
-    model = zoo.load_model(args.model) if builtin else _load_module(args.model).eval()
+    model = zoo.load_model(args.model) if builtin else read_torch_module(args.model).eval()
     data = args.data or (zoo.default_data(args.model) if builtin else None)
     if data is None:
         raise ConfigError("a saved model needs --data (digits, tiny-shakespeare, or a .pt file of inputs/targets)")

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossbar import hpd as hpd_transform
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.layers import TiledConv1d, TiledLinear
-from models import hpd as hpd_transform
 
 DigitalPlacement = Iterable[str] | Mapping[str, Mapping[str, int | None]]
 
@@ -101,7 +101,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     ``model.named_modules()``) to place on exact digital tiles instead, or a mapping name ->
     ``{"weight_bits": int, "input_bits": int}`` for integer digital tiles. ``calibration_inputs``: sample
     model inputs (a tensor or a tuple of positional arguments) for calibrated DAC/ADC ranges. ``hpd``:
-    layers to split by hybrid projection decomposition (``models.hpd.apply``: ``"auto"``, names such as
+    layers to split by hybrid projection decomposition (``crossbar.hpd.apply``: ``"auto"``, names such as
     ``"blocks.-1.mixer.out_proj"``, or name -> options); each one's analog factor goes on tiles and its other
     factor on an exact (or integer) digital tile. The original model is not modified. Every other module
     stays as it is (digital).

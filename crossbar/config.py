@@ -175,8 +175,10 @@ class DeviceConfig:
     targets with the fit at ``t_inference`` (1, 86400 or 172800 s), scaled by ``prog_noise_scale``; its
     ``drift_scale`` and ``read_noise_scale`` are not used.
     ``"profile"``: a device profile fitted from measurements (``calibration``), named by ``profile``: a
-    shipped preset (e.g. ``"techc"``) or the path of a profile JSON file; it is loaded and validated here
-    (``profile`` is not used by the other models).
+    shipped preset (e.g. ``"techc"``) or the path of a profile JSON file. Validation here opens no file: the
+    profile is loaded and checked (it exists, it is valid, it covers ``t_inference``) when a chip is programmed
+    (``crossbar.device.noise_model``).
+    ``profile`` is not used by the other models.
     The scales multiply its programming / relaxation std, drift exponents and read-noise std.
     """
 
@@ -199,17 +201,6 @@ class DeviceConfig:
                 isinstance(self.profile, str) and self.profile != "",
                 "device.profile",
                 f"model 'profile' needs a profile preset name or JSON path (got {self.profile!r})",
-            )
-            from calibration.profile import ProfileError, load_profile  # calibration imports this module
-
-            try:
-                start, stop = load_profile(self.profile).time_range
-            except ProfileError as exc:
-                raise ConfigError(f"device.profile: {exc}") from None
-            _check(
-                start <= self.t_inference <= stop,
-                "device.t_inference",
-                f"profile {self.profile!r} is measured from {start:g} to {stop:g} s (got {self.t_inference!r})",
             )
 
 

@@ -19,8 +19,8 @@ from aihwkit.inference.noise.pcm import CustomDriftPCMLikeNoiseModel, PCMLikeNoi
 from aihwkit.inference.noise.reram import ReRamWan2022NoiseModel
 from numpy.polynomial import polynomial
 
-from calibration.profile import DeviceProfile, ProfileError, load_profile
 from crossbar.config import ConfigError, DeviceConfig, MappingConfig
+from crossbar.profile import DeviceProfile, ProfileError, load_profile
 
 MICRO = 1e6  # siemens -> microsiemens
 HERMES_G_MAX_US = 20.7  # largest conductance aihwkit's HERMES model is characterised at (two devices)
@@ -57,7 +57,13 @@ def noise_model(device: DeviceConfig, mapping: MappingConfig) -> BaseNoiseModel 
             profile = load_profile(device.profile)
         except ProfileError as exc:
             raise ConfigError(f"device.profile: {exc}") from None
-        return ProfileNoiseModel(profile, g_max_us, device)  # DeviceConfig checked t_inference against it
+        start, stop = profile.time_range
+        if not start <= device.t_inference <= stop:
+            raise ConfigError(
+                f"device.t_inference: profile {device.profile!r} is measured from {start:g} to {stop:g} s "
+                f"(got {device.t_inference!r})"
+            )
+        return ProfileNoiseModel(profile, g_max_us, device)
     if device.model == "hermes":
         if g_max_us > HERMES_G_MAX_US * (1 + 1e-9):
             raise ConfigError(
@@ -105,7 +111,7 @@ def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float, seed
 
 
 class ProfileNoiseModel(BaseNoiseModel):
-    """A calibrated ``calibration.DeviceProfile`` as an aihwkit noise model (microsiemens, at a chip's g_max).
+    """A calibrated ``crossbar.profile.DeviceProfile`` as an aihwkit noise model (microsiemens, at a chip's g_max).
 
     aihwkit draws what it can express: the programming std through ``PCMLikeNoiseModel`` (its ``prog_coeff``),
     the power-law drift through ``CustomDriftPCMLikeNoiseModel`` (its g/nu tables; its own read noise off),

@@ -65,3 +65,17 @@ def read_torch_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
         return torch.load(path, weights_only=weights_only, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 (any load failure is a bad file for the user)
         raise ConfigError(f"{path}: not a torch file that can be loaded ({type(exc).__name__}: {exc})") from exc
+
+
+def read_torch_module(path: str | os.PathLike) -> Any:
+    """A whole torch module saved with ``torch.save(model, path)``; the file is unpickled, so trusted files
+    only. A file that holds something else (a state_dict has no architecture) raises ConfigError."""
+    from torch import nn
+
+    obj = read_torch_file(path, weights_only=False)
+    if not isinstance(obj, nn.Module):
+        raise ConfigError(
+            f"{path}: holds a {type(obj).__name__}, not a torch module; save the whole model with "
+            "torch.save(model, path) (a state_dict alone has no architecture)"
+        )
+    return obj

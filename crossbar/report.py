@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from crossbar.hpd import HPDLinear
 from crossbar.layers import TiledConv1d, TiledLinear
 from crossbar.tiles import AnalogTiles
-from models.hpd import HPDLinear
 
 # What each factor of an HPD layer holds, by orientation: (inner, outer).
 _HPD_FACTORS = {"us_analog": ("V^T", "U*S"), "svt_analog": ("S*V^T", "U")}

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossbar import hpd as hpd_transform
 from crossbar.config import ConfigError
 from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
-from models import hpd as hpd_transform
 
 GROUPINGS = ("layer", "block")
 Loss = Callable[[nn.Module], float]

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossbar import hpd as hpd_transform
 from crossbar.compiler import compile, mapped_layers
 from crossbar.config import ChipConfig, ConfigError
-from models import hpd as hpd_transform
 
 KINDS = ("additive", "multiplicative", "device")
 REFERENCES = ("tile", "layer")
@@ -108,7 +108,7 @@ def noisy_copy(
 ) -> nn.Module:
     """A copy of ``model`` with ``noise`` on ``layers`` (names from ``analog_layers``; None: all of them).
 
-    ``hpd``: layers to split first (``models.hpd.apply``); their digital factors stay exact. The noise on a
+    ``hpd``: layers to split first (``crossbar.hpd.apply``); their digital factors stay exact. The noise on a
     layer depends only on ``seed`` and the layer's name, so the same seed draws the
     same noise on a layer whatever else is noisy or split. The model is not modified.
     """

@@ -17,9 +17,10 @@ import calibration
 import crossbar
 from calibration import fitting, importers
 from calibration.fits import polyval
-from calibration.profile import DeviceProfile, ProfileError, load_profile
 from crossbar import ChipConfig, ConfigError, demo
+from crossbar import device as device_module
 from crossbar.fileio import write_text_atomic
+from crossbar.profile import DeviceProfile, ProfileError, RelaxationTable, load_profile
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +146,7 @@ def test_relaxation_table_interpolates_in_log_time():
         name="t",
         technology="synthetic",
         g_max=10e-6,
-        relaxation=calibration.profile.RelaxationTable(
+        relaxation=RelaxationTable(
             times=[0.0, 1.0, 100.0], mean=[[0.0], [0.0], [-1e-6]], std=[[0.1e-6], [0.2e-6], [0.6e-6]]
         ),
     )
@@ -173,19 +174,26 @@ def test_techa_read_noise_profile_reproduces_each_cells_read_noise(tmp_path):
 
 
 def test_chip_config_names_profiles_with_clear_errors(tmp_path):
+    """Validating a config opens no file; the profile is loaded, and its errors raised, when a chip is
+    programmed with it."""
     base = ChipConfig.preset("default")
+
+    def program(**device: object) -> None:
+        chip = base.replace(device={"model": "profile", **device})
+        device_module.noise_model(chip.device, chip.mapping)
+
     with pytest.raises(ConfigError, match="device.profile: unknown profile 'nope'"):
-        base.replace(device={"model": "profile", "profile": "nope"})
+        program(profile="nope")
     with pytest.raises(ConfigError, match="device.profile: .*missing.json: no such profile file"):
-        base.replace(device={"model": "profile", "profile": str(tmp_path / "missing.json")})
+        program(profile=str(tmp_path / "missing.json"))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="device.profile: .*not valid JSON"):
-        base.replace(device={"model": "profile", "profile": str(bad)})
+        program(profile=str(bad))
     write_text_atomic(bad, json.dumps({"format": "crossbar-device-profile", "version": 1, "name": "x"}))
     with pytest.raises(ConfigError, match="technology: missing"):
-        base.replace(device={"model": "profile", "profile": str(bad)})
+        program(profile=str(bad))
     with pytest.raises(ConfigError, match="device.profile: model 'profile' needs"):
         base.replace(device={"model": "profile"})
     with pytest.raises(ConfigError, match=r"device.t_inference: profile 'techc' is measured from 0 to 100000 s"):
-        base.replace(device={"model": "profile", "profile": "techc", "t_inference": 1e6})
+        program(profile="techc", t_inference=1e6)

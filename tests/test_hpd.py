@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import crossbar
-from crossbar import sensitivity
+from crossbar import hpd, sensitivity
 from crossbar.cli import main as cli_main
 from crossbar.config import ConfigError
 from crossbar.weight_noise import WeightNoise, noisy_copy, perturb, tile_reference
-from models import hpd, zoo
+from models import zoo
 from models.backbone import SequenceModel
 
 

@@ -1,4 +1,4 @@
-"""Device profiles: what the fits found, as a JSON file a person can read, and sampling from it.
+"""Device profiles: the JSON format the core reads (``calibration`` fits and writes them), and sampling.
 
 A profile describes the conductance of a device programmed to a target g_T (siemens), as polynomials in
 x = g_T / g_max with coefficients lowest order first, in siemens at the profile's ``g_max`` (the g_max of the
@@ -33,7 +33,7 @@ from crossbar.fileio import write_text_atomic
 
 PROFILE_FORMAT = "crossbar-device-profile"
 PROFILE_VERSION = 1
-PRESET_PACKAGE = "calibration.profiles"
+PRESET_PACKAGE = "crossbar.presets.devices"
 
 
 class ProfileError(ValueError):
@@ -206,7 +206,7 @@ def _check_numbers(value: Any, where: str) -> None:
 
 
 def presets() -> list[str]:
-    """Names of the profiles shipped with crossbar (``calibration/profiles/*.json``)."""
+    """Names of the profiles shipped with crossbar (``crossbar/presets/devices/*.json``)."""
     files = resources.files(PRESET_PACKAGE).iterdir()
     return sorted(p.name[: -len(".json")] for p in files if p.name.endswith(".json"))
 
