@@ -53,7 +53,8 @@ def main() -> None:
     from torch import nn
 
     import crossbar
-    from crossbar import demo
+    from models import demo
+    from models.data import digits_split
 
     chip = crossbar.ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
     generator = torch.Generator().manual_seed(0)
@@ -62,7 +63,7 @@ def main() -> None:
         layer.weight.copy_(torch.rand(1024, 1024, generator=generator) * 2 - 1)
         layer.bias.zero_()
     cases = {
-        "demo_mlp_batch540": (demo.load_model(), demo.digits_split()[2]),
+        "demo_mlp_batch540": (demo.load_model(), digits_split()[2]),
         "linear1024_batch64": (nn.Sequential(layer), torch.rand(64, 1024, generator=generator) * 2 - 1),
     }
     results = {}

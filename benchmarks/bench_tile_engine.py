@@ -378,34 +378,36 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
     import numpy as np
 
     from crossbar.engine import convert_inputs
-    from crossbar.periphery import adc_accumulate_kernel, levels, noise_bias_kernel
+    from crossbar.periphery import adc_accumulate_kernel, noise_bias_kernel
 
-    grid, batch = tile.grid, x_np.shape[0]
+    record = tile.record
+    grid, batch = record.grid, x_np.shape[0]
     blocks = np.empty((grid.row_blocks, batch, grid.rows), np.float32)
     scales = np.empty((batch, grid.row_blocks), np.float32)
-    cells = tile.cell_variance is not None
+    cells = record.cell_variance is not None
     squares = np.empty((batch, grid.row_blocks * grid.rows), np.float32) if cells else np.zeros((0, 0), np.float32)
     out = np.empty((batch, grid.out_features), np.float32)
     product = np.empty_like(out)
     cell_var = np.zeros_like(out) if cells else np.zeros((0, 0), np.float32)
-    n_levels = levels(tile.chip.adc.bits)
 
     def products() -> None:
         for r in range(grid.row_blocks):
-            np.dot(blocks[r], tile.block_weights[r], out=product)
+            np.dot(blocks[r], record.block_weights[r], out=product)
         if cells:
-            np.dot(squares, tile.cell_variance, out=cell_var)
+            np.dot(squares, record.cell_variance, out=cell_var)
 
     def adc() -> None:
         for r in range(grid.row_blocks):
-            adc_accumulate_kernel(product, tile.to_code[r], tile.from_code[r], n_levels, scales[:, r], out, r == 0)
+            adc_accumulate_kernel(
+                product, record.to_code[r], record.from_code[r], record.adc_levels, scales[:, r], out, r == 0
+            )
 
     return {
-        "DAC (dac_kernel)": lambda: convert_inputs(tile, x_np, blocks, scales, squares),
+        "DAC (dac_kernel)": lambda: convert_inputs(record, x_np, blocks, scales, squares),
         "tile products (BLAS, per row block)": products,
         "ADC + digital scales + sum (adc_accumulate_kernel)": adc,
         "noise draws + bias (noise_bias_kernel)": lambda: noise_bias_kernel(
-            out, scales, tile.noise_scale, cell_var, np.uint64(7), 0, 0, bias
+            out, scales, record.noise_scale, cell_var, np.uint64(7), 0, 0, bias
         ),
     }
 

@@ -29,8 +29,8 @@ def main() -> None:
 
     import numpy as np
 
-    from crossbar.demo import accuracy
     from models.data import sequential_digits
+    from models.demo import accuracy
     from models.evaluate import chip_accuracies
     from models.ssm_digits import MODELS, variants
 

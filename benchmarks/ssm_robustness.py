@@ -60,8 +60,8 @@ def main() -> None:
     import numpy as np
 
     import crossbar
-    from crossbar.demo import accuracy
     from models.data import sequential_digits
+    from models.demo import accuracy
     from models.evaluate import fourier_mode
     from models.ssm_digits import load
 

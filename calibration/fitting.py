@@ -3,7 +3,7 @@
 The drift over time is fitted two ways when the file has a relaxation group with three or more times: a
 power law per level (exponent nu mean and spread, aihwkit's PCM form) and a time-indexed table (a
 mean-offset and a std polynomial at every measured time). The power law is kept when it holds, that is when
-the std it predicts (closed form, ``fits.power_law_moments``) is within ``POWER_LAW_TOLERANCE`` of the
+the std it predicts (closed form, ``curve_fits.power_law_moments``) is within ``POWER_LAW_TOLERANCE`` of the
 measured std at every fitted level and time (it then also extrapolates in time); otherwise the table is kept
 (RRAM relaxes, it does not drift like PCM). The goodness of fit reported (``goodness``) compares the
 measured statistics with the profile's own samples (``PREDICTION_DRAWS`` per level and time, fixed seeds).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.fits import (
+from calibration.curve_fits import (
     MIN_CELLS_PER_LEVEL,
     NoisePolynomial,
     PowerLaw,

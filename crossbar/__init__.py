@@ -10,7 +10,7 @@ from crossbar.compiler import calibrate, compile
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.energy import EnergyConstants, EnergyReport, estimate
 from crossbar.layers import TiledConv1d, TiledLinear
-from crossbar.report import MappingReport, report
+from crossbar.mapping_report import MappingReport, report
 from crossbar.weight_noise import WeightNoise
 
 __all__ = [

@@ -23,16 +23,14 @@ import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel
-
-if TYPE_CHECKING:
-    from crossbar.tiles import AnalogTiles
+from crossbar.mapping import TileGrid
+from crossbar.periphery import adc_accumulate_kernel, dac_kernel, noise_bias_kernel
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
@@ -117,23 +115,46 @@ def split(batch: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+@dataclass(frozen=True, eq=False)
+class TileRecord:
+    """Everything the forward pass reads of one programmed layer: a plain, frozen record that
+    ``crossbar.tiles.AnalogTiles`` builds after programming (and again after ADC calibration).
+
+    Normalised units (weights and inputs in [-1, 1], outputs in cell currents):
+    ``grid``: the layer's tile grid (R row blocks of ``rows`` word lines, N = out_features columns);
+    ``block_weights`` (R, rows, N) float32: effective weights, padding rows zero;
+    ``dac_levels``, ``adc_levels``: levels per sign (``crossbar.periphery.levels``; 0: no quantization);
+    ``dac_range``: the fixed DAC full scale, or -1 for a per-vector (dynamic) range;
+    ``to_code``, ``from_code`` (R, N) float32: the ADC constants L / f and d f / L of every tile column
+    (see ``crossbar.periphery.adc_accumulate_kernel``); ``noise_scale`` (R, N) float32 or (0, 0): the output
+    read-noise std in weight units; ``cell_variance`` (R * rows, N) float32 or None: per-cell read-noise variance.
+    """
+
+    grid: TileGrid
+    block_weights: np.ndarray
+    dac_levels: int
+    adc_levels: int
+    dac_range: float
+    to_code: np.ndarray
+    from_code: np.ndarray
+    noise_scale: np.ndarray
+    cell_variance: np.ndarray | None
+
+
 def convert_inputs(
-    tiles: AnalogTiles, x: np.ndarray, blocks: np.ndarray, scales: np.ndarray, volts_squared: np.ndarray
+    tiles: TileRecord, x: np.ndarray, blocks: np.ndarray, scales: np.ndarray, volts_squared: np.ndarray
 ) -> None:
     """DAC of x (m, in) float32 into views of the word-line values blocks (R, m, rows), input scales (m, R)
     and, unless empty, the squared inputs (m, R * rows); a NaN or an infinity raises ValueError."""
-    fixed = -1.0 if tiles.chip.dac.mode == "dynamic" else tiles.dac_range
     x = np.ascontiguousarray(x, dtype=np.float32)  # the kernel reads the bit patterns of x's rows
-    if dac_kernel(x, levels(tiles.chip.dac.bits), fixed, blocks, scales, volts_squared):
+    if dac_kernel(x, tiles.dac_levels, tiles.dac_range, blocks, scales, volts_squared):
         raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
 
 
-def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np.uint64) -> np.ndarray:
+def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.uint64) -> np.ndarray:
     """The layer output (B, N) float32 of inputs x (B, in) float32 on the programmed ``tiles``; bias (N,) or (0,).
 
-    Uses the tiles' ``block_weights`` (R, rows, N), ADC constants ``to_code``/``from_code`` and output-noise
-    std ``noise_scale`` (R, N) (see ``crossbar.periphery.adc_accumulate_kernel``) and, with per-cell read
-    noise, ``cell_variance`` (R * rows, N): the variance sum_i (s x_q)_i^2 sigma_ij^2 takes one more product,
+    With per-cell read noise the variance sum_i (s x_q)_i^2 sigma_ij^2 takes one more product,
     over all rows at once. With y_rb the tile outputs of row block r for vector b and z the draws of ``noise_key``:
 
         out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
@@ -141,7 +162,7 @@ def run_tiles(tiles: AnalogTiles, x: np.ndarray, bias: np.ndarray, noise_key: np
     grid = tiles.grid
     batch, width = x.shape[0], grid.out_features
     weights, noise_scale, cell_variance = tiles.block_weights, tiles.noise_scale, tiles.cell_variance
-    n_levels = levels(tiles.chip.adc.bits)
+    n_levels = tiles.adc_levels
     with_cells = cell_variance is not None
     blocks = np.empty((grid.row_blocks, batch, grid.rows), dtype=np.float32)
     scales = np.empty((batch, grid.row_blocks), dtype=np.float32)

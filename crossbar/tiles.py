@@ -11,7 +11,7 @@ import torch
 
 from crossbar import device, irdrop
 from crossbar.config import ChipConfig, ConfigError
-from crossbar.engine import convert_inputs, run_tiles
+from crossbar.engine import TileRecord, convert_inputs, run_tiles
 from crossbar.mapping import (
     TileGrid,
     conductance_targets,
@@ -36,7 +36,8 @@ class AnalogTiles:
     (R * rows, out) or None, per-cell read-noise variance times digital_scale**2, zero on padding rows;
     ``row_conductance`` (in,) float64, siemens: the programmed conductances (at ``t_inference``, all devices)
     each word line drives, summed over the layer's columns, for the array energy sum V^2 G t.
-    Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
+    ``record``: the frozen ``crossbar.engine.TileRecord`` the forward pass reads, rebuilt whenever the ADC or
+    DAC ranges change. Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
     """
 
     def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
@@ -110,16 +111,27 @@ class AnalogTiles:
         return np.where(reference > 0, reference / current, 1.0)
 
     def _periphery_constants(self) -> None:
-        """Fold the ADC full scales and digital scales into the kernel's per-tile-column constants."""
-        n = np.float32(levels(self.chip.adc.bits))
-        full_scale, digital = self.full_scale, self.digital_scale
-        if n > 0:
-            self.to_code = np.ascontiguousarray(n / full_scale, dtype=np.float32)
-            self.from_code = np.ascontiguousarray(digital * (full_scale / n), dtype=np.float32)
+        """Fold the ADC full scales and digital scales into the kernel's per-tile-column constants, and build
+        the frozen record the forward pass reads. The one place the DAC and ADC levels are computed."""
+        chip, full_scale, digital = self.chip, self.full_scale, self.digital_scale
+        adc_levels = levels(chip.adc.bits)
+        if adc_levels > 0:
+            to_code = np.ascontiguousarray(np.float32(adc_levels) / full_scale, dtype=np.float32)
+            from_code = np.ascontiguousarray(digital * (full_scale / np.float32(adc_levels)), dtype=np.float32)
         else:
-            self.to_code, self.from_code = np.zeros_like(digital), digital
-        std = self.chip.read_noise.output_std
-        self.noise_scale = np.ascontiguousarray(std * digital, dtype=np.float32) if std > 0 else _EMPTY2
+            to_code, from_code = np.zeros_like(digital), digital
+        std = chip.read_noise.output_std
+        self.record = TileRecord(
+            grid=self.grid,
+            block_weights=self.block_weights,
+            dac_levels=levels(chip.dac.bits),
+            adc_levels=adc_levels,
+            dac_range=-1.0 if chip.dac.mode == "dynamic" else float(self.dac_range),
+            to_code=to_code,
+            from_code=from_code,
+            noise_scale=np.ascontiguousarray(std * digital, dtype=np.float32) if std > 0 else _EMPTY2,
+            cell_variance=self.cell_variance,
+        )
 
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
@@ -128,7 +140,7 @@ class AnalogTiles:
         blocks = np.empty((grid.row_blocks, x.shape[0], grid.rows), dtype=np.float32)
         scales = np.empty((x.shape[0], grid.row_blocks), dtype=np.float32)
         volts_squared = np.empty((x.shape[0], grid.row_blocks * grid.rows), dtype=np.float32) if squares else _EMPTY2
-        convert_inputs(self, x, blocks, scales, volts_squared)
+        convert_inputs(self.record, x, blocks, scales, volts_squared)
         return blocks, scales, volts_squared
 
     def tile_outputs(self, x_blocks: np.ndarray) -> np.ndarray:
@@ -141,13 +153,14 @@ class AnalogTiles:
         chip, x_np = self.chip, x.detach().numpy()
         if chip.dac.mode == "calibrated":
             self.dac_range = float(max(np.percentile(np.abs(x_np), chip.adc.calibration_percentile), 1e-12))
+            self._periphery_constants()  # the inputs below are converted with the calibrated range
         if chip.adc.mode == "calibrated":
             outputs = np.abs(self.tile_outputs(self.quantize_inputs(x_np)[0]))
             observed = np.percentile(outputs, chip.adc.calibration_percentile, axis=1)
             self.full_scale = np.ascontiguousarray(
                 np.maximum(observed * chip.adc.calibration_margin, 1e-12), dtype=np.float32
             )
-            self._periphery_constants()
+        self._periphery_constants()
         self.calibrated = True
 
     def keep_calibration(self, other: AnalogTiles) -> None:
@@ -155,7 +168,7 @@ class AnalogTiles:
         self.dac_range = other.dac_range
         if self.chip.adc.mode == "calibrated":
             self.full_scale = other.full_scale
-            self._periphery_constants()
+        self._periphery_constants()
         self.calibrated = True
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -170,7 +183,7 @@ class AnalogTiles:
             )
         self._calls += 1
         noise_key = np.random.SeedSequence([self.seed, self._calls]).generate_state(1, np.uint64)[0]
-        out = run_tiles(self, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
+        out = run_tiles(self.record, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
         return torch.from_numpy(out)
 
 

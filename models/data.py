@@ -10,7 +10,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 8x8 digits (bundled, no download), pixels scaled to [0, 1]; 70/30 split, seed 0."""
+    from sklearn.datasets import load_digits  # here: the text corpus loads without scikit-learn
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.3, random_state=0)
+    return (torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(x_test), torch.from_numpy(y_test))
 
 
 def sequential_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -18,8 +30,6 @@ def sequential_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
 
     Returns x_train (N, 64, 1) float32 in [0, 1], y_train (N,) int64, x_test, y_test.
     """
-    from crossbar.demo import digits_split  # here, so that the text corpus loads without the simulator
-
     x_train, y_train, x_test, y_test = digits_split()
     return x_train.unsqueeze(-1), y_train.long(), x_test.unsqueeze(-1), y_test.long()
 

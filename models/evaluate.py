@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 import crossbar
-from crossbar.demo import accuracy
 from models.data import sequential_digits
+from models.demo import accuracy
 from models.ssm_digits import MODELS, load
 
 

@@ -14,9 +14,9 @@ import time
 import torch
 from torch import nn
 
-from crossbar.demo import accuracy
 from crossbar.fileio import write_torch_file
 from models.data import sequential_digits
+from models.demo import accuracy
 from models.ssm_digits import MODELS, build, checkpoint_path
 
 

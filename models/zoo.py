@@ -21,7 +21,7 @@ from models.pretrained import SHIPPED as SHIPPED_LMS
 
 
 def _digits_mlp() -> nn.Module:
-    from crossbar.demo import load_model
+    from models.demo import load_model
 
     return load_model()
 
@@ -81,7 +81,7 @@ def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Te
     (windows, length) int64, y the next characters (deterministic: no sampling).
     """
     if name == "digits":
-        from crossbar.demo import digits_split
+        from models.data import digits_split
 
         _, _, x, y = digits_split()
         return x, y.long()

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from torch import nn
 
-from crossbar.sweep.workloads import Workload, digits_mlp
+from crossbar.sweep.workloads import Workload
+from models.workloads import digits_mlp
 
 
 class DiesOnce(nn.Module):

@@ -16,11 +16,13 @@ from calibration_data import TECHA, TECHC
 import calibration
 import crossbar
 from calibration import fitting, importers
-from calibration.fits import polyval
-from crossbar import ChipConfig, ConfigError, demo
+from calibration.curve_fits import polyval
+from crossbar import ChipConfig, ConfigError
 from crossbar import device as device_module
 from crossbar.fileio import write_text_atomic
 from crossbar.profile import DeviceProfile, ProfileError, RelaxationTable, load_profile
+from models import demo
+from models.data import digits_split
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +111,7 @@ def test_shipped_techc_profile_is_the_fit_of_the_data(techc_fit):
 
 def test_compiled_model_runs_on_a_chip_naming_the_techc_profile(tmp_path):
     model = demo.load_model()
-    _, _, x_test, y_test = demo.digits_split()
+    _, _, x_test, y_test = digits_split()
     chip = ChipConfig.preset("ideal").replace(
         device={"model": "profile", "profile": "techc", "t_inference": 86400.0}, mapping={"g_max": 40e-6}
     )

@@ -8,7 +8,8 @@ import subprocess
 import torch
 from torch import nn
 
-from crossbar import cli, demo
+from crossbar import cli
+from models import demo
 
 
 def run_cli(*args):

@@ -46,7 +46,7 @@ def test_thread_counts_agree_to_the_rounding_of_the_products(batch, n_in, n_out,
         torch.set_num_threads(threads)
     assert torch.equal(outputs[1], outputs[3])
     tile = compiled[0].tile
-    adc_step = float((tile.from_code * np.abs(compiled[0].tile.quantize_inputs(x.numpy())[1]).max()).max())
+    adc_step = float((tile.record.from_code * np.abs(compiled[0].tile.quantize_inputs(x.numpy())[1]).max()).max())
     for other in outputs[1:3]:
         moved = (other - outputs[0]).abs()
         assert (moved > 1e-5).float().mean() < 1e-3

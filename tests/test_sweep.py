@@ -16,11 +16,12 @@ from scipy import stats
 from test_cli import run_cli
 
 import crossbar
-from crossbar import demo
 from crossbar.config import ConfigError
 from crossbar.sweep import SpecError, expand, load_spec, local_cluster, parse_spec, run_sweep, summarize
 from crossbar.sweep.runner import single_threaded
 from crossbar.sweep.store import writer_lock
+from models import demo
+from models.data import digits_split
 
 HERE = Path(__file__).resolve().parent
 FAST_CHIP = {"name": "fast", "wires": {"r_wl": 0.0, "r_bl": 0.0}}  # no IR drop: compiles in a fraction of a second
@@ -91,7 +92,7 @@ def test_two_worker_cluster_gives_the_serial_numbers(tmp_path, client):
     assert (merged["energy_j_serial"] == merged["energy_j_cluster"]).all() and (merged["energy_j_serial"] > 0).all()
     assert (merged["config_serial"] == merged["config_cluster"]).all()
     # Independent reference: compile and evaluate one point by hand.
-    model, (_, _, x, y) = demo.load_model(), demo.digits_split()
+    model, (_, _, x, y) = demo.load_model(), digits_split()
     chip = crossbar.ChipConfig.from_dict(FAST_CHIP).replace(adc={"bits": 4})
     with single_threaded():
         expected = demo.accuracy(crossbar.compile(model, chip, seed=1), x, y)

@@ -4,8 +4,8 @@ report = crossbar.estimate(analog_model, example_inputs)
 print(report); report.to_dict(); report.plot("energy.png")
 """
 
+from crossbar.energy.breakdown import EnergyReport, LayerEnergy
 from crossbar.energy.constants import EnergyConstants
 from crossbar.energy.estimate import estimate
-from crossbar.energy.report import EnergyReport, LayerEnergy
 
 __all__ = ["EnergyConstants", "EnergyReport", "LayerEnergy", "estimate"]

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from crossbar.config import ConfigError, EnergyConfig
+from crossbar.energy.breakdown import COMPONENTS, EnergyReport, LayerEnergy
 from crossbar.energy.constants import EnergyConstants
 from crossbar.energy.counting import DIGITAL_KEYS, Activity, ActivityCounter
 from crossbar.energy.laws import adc_conversion, array_read_energy, dac_energy, digital_prices
-from crossbar.energy.report import COMPONENTS, EnergyReport, LayerEnergy
 from crossbar.layers import TiledLinear
 
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from crossbar.compiler import compile as compile_model
 from crossbar.config import ChipConfig
+from crossbar.energy.breakdown import EnergyReport
 from crossbar.energy.estimate import estimate
-from crossbar.energy.report import EnergyReport
 
 
 @dataclass(frozen=True)

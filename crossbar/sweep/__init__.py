@@ -14,11 +14,10 @@ from crossbar.sweep.runner import SweepRun, local_cluster, run_sweep
 from crossbar.sweep.spec import SpecError, SweepSpec, load_spec, parse_spec
 from crossbar.sweep.store import ResultsStore
 from crossbar.sweep.summary import format_summary, summarize
-from crossbar.sweep.workloads import METRICS, WORKLOADS, Workload, WorkloadRef
+from crossbar.sweep.workloads import METRICS, Workload, WorkloadRef, registered
 
 __all__ = [
     "METRICS",
-    "WORKLOADS",
     "Point",
     "ResultsStore",
     "SpecError",
@@ -28,6 +27,7 @@ __all__ = [
     "WorkloadRef",
     "evaluate_point",
     "expand",
+    "registered",
     "format_summary",
     "load_spec",
     "local_cluster",

@@ -1,10 +1,11 @@
 """Workloads: what a sweep point evaluates, a model plus held-out data plus a metric.
 
-Built in: ``WORKLOADS`` maps a name to a factory (``digits-mlp``, the demo MLP, and every trained model of
-``models.zoo``: the digits state-space models and the char-LMs on their held-out data). A spec may also name
+Named workloads are registered by the packages that own them, through the ``crossbar.workloads`` entry-point
+group: each entry point loads a dict mapping a name to a factory (``models`` registers ``digits-mlp``, the demo
+MLP, and every trained model of its zoo). ``registered()`` gathers them. A spec may also name
 ``package.module:function`` or ``path/to/file.py:function`` (relative to the spec): a function taking the
 spec's ``args`` as keyword arguments and returning a ``Workload`` (or a tuple model, inputs, targets,
-metric name). Other packages register theirs with ``WORKLOADS["name"] = factory``.
+metric name).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from crossbar import demo
-from crossbar.config import ConfigError
-from models import zoo
+from crossbar.errors import ConfigError
 
 
 @dataclass
@@ -66,25 +66,25 @@ METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
 }
 
 
-def digits_mlp() -> Workload:
-    """The demo MLP (64-300-100-10) on the 540 held-out scikit-learn digits, top-1 accuracy."""
-    x_train, _, x_test, y_test = demo.digits_split()
-    return Workload(demo.load_model(), x_test, y_test, "accuracy", calibration_inputs=x_train[:256])
+ENTRY_POINT_GROUP = "crossbar.workloads"
 
 
-def shipped_model(name: str, tokens: int = 8192) -> Workload:
-    """A trained model of ``models.zoo`` on its held-out data: top-1 accuracy for the digits models, mean
-    cross-entropy (nats per character) over ``tokens`` held-out characters for the language models."""
-    data = zoo.default_data(name)
-    inputs, targets = zoo.held_out(data, tokens=tokens)
-    metric = "cross_entropy" if data == "tiny-shakespeare" else "accuracy"
-    return Workload(zoo.load_model(name), inputs, targets, metric, batch_size=64)
-
-
-WORKLOADS: dict[str, Callable[..., Workload]] = {
-    "digits-mlp": digits_mlp,
-    **{name: functools.partial(shipped_model, name) for name in zoo.MODELS if name != "digits-mlp"},
-}
+@functools.lru_cache(maxsize=1)
+def registered() -> dict[str, Callable[..., Workload]]:
+    """Every named workload the installed packages register (entry-point group ``crossbar.workloads``, each
+    entry point a dict name -> factory). Loaded on first use, so importing the sweep engine imports none of
+    them; raises ConfigError when a registering package fails to import or registers a name twice."""
+    found: dict[str, Callable[..., Workload]] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            table = point.load()
+        except Exception as exc:  # noqa: BLE001 (whatever the package raises, its workloads are unusable)
+            raise ConfigError(f"workloads of {point.value!r} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        for name, builder in dict(table).items():
+            if name in found:
+                raise ConfigError(f"workload {name!r} is registered twice (again by {point.value!r})")
+            found[name] = builder
+    return found
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,12 @@ class WorkloadRef:
 
 def factory(ref: WorkloadRef) -> Callable[..., Any]:
     """The function that builds the workload; raises ConfigError naming what is missing."""
-    if ref.name in WORKLOADS:
-        return WORKLOADS[ref.name]
+    named = registered()
+    if ref.name in named:
+        return named[ref.name]
     if ":" not in ref.name:
         raise ConfigError(
-            f"unknown workload {ref.name!r}; built in: {', '.join(sorted(WORKLOADS))}, "
+            f"unknown workload {ref.name!r}; registered: {', '.join(sorted(named)) or 'none'}, "
             "or name a function as package.module:function or path/file.py:function"
         )
     target, _, function = ref.name.rpartition(":")

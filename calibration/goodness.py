@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from calibration.fits import MIN_CELLS_PER_LEVEL
+from calibration.curve_fits import MIN_CELLS_PER_LEVEL
 from calibration.fitting import FitResult
 from calibration.schema import Measurements
 from crossbar.fileio import write_figure_atomic

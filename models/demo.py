@@ -1,6 +1,6 @@
 """The built-in demo: an MLP classifier of scikit-learn's handwritten digits, float vs on the chip.
 
-The checkpoint ``crossbar/data/demo_mlp.pt`` (about 200 KB) is trained by ``python -m crossbar.demo --train``
+The checkpoint ``models/checkpoints/demo_mlp.pt`` (about 200 KB) is trained by ``python -m models.demo --train``
 (seeded, a few seconds); ``crossbar demo`` only evaluates it.
 """
 
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 import crossbar
 from crossbar.config import ChipConfig
 from crossbar.fileio import write_torch_file
+from models.data import digits_split
 
 CHECKPOINT = "demo_mlp.pt"
 HIDDEN = (300, 100)
@@ -32,14 +31,6 @@ def demo_model() -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(64, HIDDEN[0]), nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU(), nn.Linear(HIDDEN[1], 10)
     )
-
-
-def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1797 8x8 digits (bundled, no download), pixels scaled to [0, 1]; 70/30 split, seed 0."""
-    data = load_digits()
-    x = (data.data / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.3, random_state=0)
-    return (torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(x_test), torch.from_numpy(y_test))
 
 
 def train(epochs: int = 60, seed: int = 0) -> nn.Sequential:
@@ -58,7 +49,7 @@ def train(epochs: int = 60, seed: int = 0) -> nn.Sequential:
 
 def load_model() -> nn.Sequential:
     model = demo_model()
-    data = resources.files("crossbar.data").joinpath(CHECKPOINT).read_bytes()
+    data = resources.files("models.checkpoints").joinpath(CHECKPOINT).read_bytes()
     model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
     return model.eval()
 
@@ -112,7 +103,7 @@ def main() -> None:
     if args.train:
         model = train()
         _, _, x_test, y_test = digits_split()
-        path = Path(__file__).parent / "data" / CHECKPOINT
+        path = Path(__file__).parent / "checkpoints" / CHECKPOINT
         write_torch_file(model.state_dict(), path)
         print(f"wrote {path}: held-out accuracy {accuracy(model, x_test, y_test):.2%}")
 
