@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import select
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 import crossbar
+from crossbar import progress
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.fileio import read_torch_file, read_torch_module
 
@@ -102,10 +106,12 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
-def _calibration_parsers(commands: argparse._SubParsersAction) -> None:
+def _calibration_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from calibration.importers import FORMATS
 
-    convert = commands.add_parser("convert", help="import lab measurements into the HDF5 measurement schema")
+    convert = commands.add_parser(
+        "convert", parents=[common], help="import lab measurements into the HDF5 measurement schema"
+    )
     convert.add_argument("format", choices=sorted(FORMATS), help="input format (see docs/calibration.md)")
     convert.add_argument("input", help="the lab file (read only)")
     convert.add_argument("-o", "--output", required=True, help="HDF5 file to write (atomically)")
@@ -116,7 +122,9 @@ def _calibration_parsers(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--read-voltage", type=float, help="read voltage, volts")
     convert.add_argument("--temperature", type=float, help="temperature, kelvin")
     convert.set_defaults(run=cmd_convert)
-    calibrate = commands.add_parser("calibrate", help="fit a device profile to an HDF5 measurement file")
+    calibrate = commands.add_parser(
+        "calibrate", parents=[common], help="fit a device profile to an HDF5 measurement file"
+    )
     calibrate.add_argument("measurements", help="HDF5 file (schema of docs/calibration.md; read only)")
     calibrate.add_argument("-o", "--output", required=True, help="profile JSON to write (atomically)")
     calibrate.add_argument("--plot", help="PNG of measured vs fitted spread per level and time")
@@ -166,7 +174,7 @@ def _run_sweep(args: argparse.Namespace, spec: SweepSpec, results: Path, serial:
     from crossbar import sweep
     from crossbar.sweep.runner import available_cores
 
-    progress = not args.no_progress
+    progress = False if args.no_progress else None  # None: on a terminal, unless --quiet
     if serial:
         return sweep.run_sweep(spec, results, None, progress)
     if args.scheduler:
@@ -211,15 +219,24 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}")
 
 
+QUIET_HELP = "no progress bars (they appear on standard error when it is a terminal)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description="Analog compute-in-memory simulator")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+    # --quiet also after the command (crossbar demo --quiet); SUPPRESS keeps the one before it when absent
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
-    map_cmd = commands.add_parser("map", help="mapping report of a saved torch module")
+    map_cmd = commands.add_parser("map", parents=[common], help="mapping report of a saved torch module")
     map_cmd.add_argument("model", help="a file written by torch.save(model, path)")
     map_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     map_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     map_cmd.set_defaults(run=cmd_map)
-    est = commands.add_parser("estimate", help="energy and latency per inference of a saved torch module on a chip")
+    est = commands.add_parser(
+        "estimate", parents=[common], help="energy and latency per inference of a saved torch module on a chip"
+    )
     est.add_argument("model", help="a file written by torch.save(model, path)")
     est.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     est.add_argument("--input-shape", help="example inputs of this shape, uniform in [-1, 1], e.g. 1,64")
@@ -229,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--json", action="store_true", help="print JSON instead of a table")
     est.add_argument("--plot", help="write the energy breakdown figure here (.png, .pdf or .svg)")
     est.set_defaults(run=cmd_estimate)
-    demo_cmd = commands.add_parser("demo", help="the built-in digits MLP, float vs on the chip")
+    demo_cmd = commands.add_parser("demo", parents=[common], help="the built-in digits MLP, float vs on the chip")
     demo_cmd.add_argument("--chip", default="default", help="preset name or chip JSON file (default: default)")
     demo_cmd.add_argument("--instances", type=int, default=5, help="chip instances to average over")
     demo_cmd.set_defaults(run=cmd_demo)
-    _calibration_parsers(commands)
-    sweep_cmd = commands.add_parser("sweep", help="Monte-Carlo sweep of a YAML/JSON spec on dask (docs/sweeps.md)")
+    _calibration_parsers(commands, common)
+    sweep_cmd = commands.add_parser(
+        "sweep", parents=[common], help="Monte-Carlo sweep of a YAML/JSON spec on dask (docs/sweeps.md)"
+    )
     sweep_cmd.add_argument("spec", help="sweep spec, .yaml/.yml or .json")
     sweep_cmd.add_argument("-o", "--output", help="results Parquet file (default: the spec path with .parquet)")
     sweep_cmd.add_argument(
@@ -250,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--logx", action="store_true", help="logarithmic x axis")
     sweep_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep_cmd.set_defaults(run=cmd_sweep)
-    sens = commands.add_parser("sensitivity", help="rank layers or blocks by the loss increase noise on them causes")
+    sens = commands.add_parser(
+        "sensitivity", parents=[common], help="rank layers or blocks by the loss increase noise on them causes"
+    )
     sens.add_argument("model", help="a built-in model (digits-mlp, gated-conv-lm) or a torch.save(model) file")
     sens.add_argument("--data", help="digits, tiny-shakespeare, or a .pt file of {'inputs', 'targets'}")
     sens.add_argument("--tokens", type=int, default=8192, help="held-out characters for text data")
@@ -269,11 +290,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (``crossbar map ... | head``)."""
+    if not hasattr(select, "poll"):
+        return True  # cannot tell: a BrokenPipeError is then taken to be standard output's
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLERR)
+    return bool(poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.run(args)
+        with progress.quiet() if args.quiet else contextlib.nullcontext():
+            code = args.run(args)
+        sys.stdout.flush()
     except (ConfigError, ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            # The reader wants no more (| head): stop quietly, as Unix tools do, and let nothing more reach the
+            # pipe (Python's flush of standard output at exit would otherwise report the broken pipe).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         print(f"crossbar {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return code or 0

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from crossbar import hpd as hpd_transform
+from crossbar import progress as progress_bars
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.layers import TiledConv1d, TiledLinear
 
@@ -70,16 +71,18 @@ def mapped_layers(model: nn.Module) -> list[str]:
     return [name for name, module in modules.items() if _mappable(module) and not _inside_digital_only(name, modules)]
 
 
-def _tiled(module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None) -> TiledLinear:
+def _tiled(
+    module: nn.Module, chip: ChipConfig, seed: int, digital: Mapping[str, int | None] | None, progress: bool | None
+) -> TiledLinear:
     placement = "digital" if digital is not None else "analog"
     bits = dict(digital or {})
     unknown = set(bits) - {"weight_bits", "input_bits"}
     if unknown:
         raise ConfigError(f"digital placement: unknown option {sorted(unknown)[0]!r} (weight_bits, input_bits)")
     weight_bits, input_bits = bits.get("weight_bits"), bits.get("input_bits")
-    if isinstance(module, nn.Conv1d):
-        return TiledConv1d(module.weight[:, :, 0], module.bias, chip, seed, placement, weight_bits, input_bits)
-    return TiledLinear(module.weight, module.bias, chip, seed, placement, weight_bits, input_bits)
+    conv = isinstance(module, nn.Conv1d)
+    layer, weight = (TiledConv1d, module.weight[:, :, 0]) if conv else (TiledLinear, module.weight)
+    return layer(weight, module.bias, chip, seed, placement, weight_bits, input_bits, progress)
 
 
 def _resolve_chip(chip: ChipConfig | str | os.PathLike) -> ChipConfig:
@@ -93,6 +96,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     digital: DigitalPlacement | None = None,
     calibration_inputs: torch.Tensor | tuple | None = None,
     hpd: hpd_transform.HPDSpec | None = None,
+    progress: bool | None = None,
 ) -> nn.Module:
     """A new module in which every nn.Linear and 1x1 nn.Conv1d of ``model`` computes on tiles.
 
@@ -104,7 +108,8 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     layers to split by hybrid projection decomposition (``crossbar.hpd.apply``: ``"auto"``, names such as
     ``"blocks.-1.mixer.out_proj"``, or name -> options); each one's analog factor goes on tiles and its other
     factor on an exact (or integer) digital tile. The original model is not modified. Every other module
-    stays as it is (digital).
+    stays as it is (digital). ``progress``: bars for the layers programmed and their IR-drop matrices on
+    standard error (None: when it is a terminal; ``crossbar.progress``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"crossbar.compile needs a torch.nn.Module, got {type(model).__name__}")
@@ -134,21 +139,27 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         raise ConfigError(f"{both[0]}: named in both digital= and hpd=; choose one placement")
 
     index, mapped = 0, 0
-    for name, module in list(compiled.named_modules()):
-        if _inside_digital_only(name, names):
-            continue
-        reason = unsupported_reason(module)
-        if reason is not None:
-            warnings.warn(f"crossbar.compile: {name} ({type(module).__name__}) stays digital: {reason}", stacklevel=2)
-            continue
-        if not _mappable(module):
-            continue
-        tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name))
-        # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
-        # without HPD, so a chip instance differs from the plain mapping only in the split layer.
-        index += name not in hpd_digital
-        mapped += 1
-        _set_submodule(compiled, name, tiled)
+    with progress_bars.bar(
+        total=len(mapped_layers(compiled)), desc="programming tiles", unit="layer", progress=progress
+    ) as bar:
+        for name, module in list(compiled.named_modules()):
+            if _inside_digital_only(name, names):
+                continue
+            reason = unsupported_reason(module)
+            if reason is not None:
+                message = f"crossbar.compile: {name} ({type(module).__name__}) stays digital: {reason}"
+                warnings.warn(message, stacklevel=2)
+                continue
+            if not _mappable(module):
+                continue
+            bar.set_postfix_str(name, refresh=False)
+            tiled = _tiled(module, chip, layer_seed(seed, index), digital_map.get(name), progress)
+            # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
+            # without HPD, so a chip instance differs from the plain mapping only in the split layer.
+            index += name not in hpd_digital
+            mapped += 1
+            _set_submodule(compiled, name, tiled)
+            bar.update(1)
     if mapped == 0:
         raise ValueError("crossbar.compile: the model has no nn.Linear or 1x1 nn.Conv1d layer to map onto tiles")
     if needs_calibration:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from crossbar import hpd as hpd_transform
+from crossbar import progress as progress_bars
 from crossbar.config import ConfigError
 from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
 
@@ -118,11 +119,13 @@ def analyse(
     seeds: Iterable[int] = (0, 1, 2),
     by: str = "layer",
     hpd: hpd_transform.HPDSpec | None = None,
+    progress: bool | None = None,
 ) -> Sensitivity:
     """Rank the groups of ``model`` (``groups(model, by)``) by the loss increase noise on them alone causes.
 
     ``hpd``: analyse the model with these layers split (their digital factors exact). Each seed draws the
-    same noise on a layer in every evaluation it is part of.
+    same noise on a layer in every evaluation it is part of. ``progress``: a bar over the (group, seed)
+    evaluations on standard error (``crossbar.progress``).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -131,11 +134,17 @@ def analyse(
     if hpd is not None:
         work = copy.deepcopy(model)
         hpd_transform.apply(work, hpd)
-    with torch.no_grad():
+    units = groups(work, by)
+    bar = progress_bars.bar(total=len(units) * len(seeds), desc="sensitivity", unit="evaluation", progress=progress)
+    with torch.no_grad(), bar:
         baseline = float(loss(work))
         rows = []
-        for name, layers in groups(work, by).items():
-            samples = [float(loss(noisy_copy(work, noise, seed, layers))) - baseline for seed in seeds]
+        for name, layers in units.items():
+            bar.set_postfix_str(name, refresh=False)
+            samples = []
+            for seed in seeds:
+                samples.append(float(loss(noisy_copy(work, noise, seed, layers))) - baseline)
+                bar.update(1)
             macs = sum(layer_macs(work, layer) for layer in layers)
             rows.append(SensitivityRow(name, layers, macs, float(np.mean(samples)), float(np.std(samples)), samples))
     rows.sort(key=lambda row: row.increase, reverse=True)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from crossbar import device, irdrop
+from crossbar import progress as progress_bars
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.engine import TileRecord, convert_inputs, run_tiles
 from crossbar.mapping import (
@@ -38,20 +39,21 @@ class AnalogTiles:
     each word line drives, summed over the layer's columns, for the array energy sum V^2 G t.
     ``record``: the frozen ``crossbar.engine.TileRecord`` the forward pass reads, rebuilt whenever the ADC or
     DAC ranges change. Per-forward noise is drawn from a counter-based stream keyed by (seed, number of the call).
+    ``progress``: a bar over the arrays whose IR-drop matrices are computed (``crossbar.progress``).
     """
 
-    def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
+    def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int, progress: bool | None = None) -> None:
         weight = np.asarray(weight, dtype=np.float64)
         self.chip = chip
         self.seed = seed
         self.grid = TileGrid.for_shape(weight.shape[1], weight.shape[0], chip.tile)
         self.dac_range = chip.dac.input_range
         self.calibrated = chip.adc.mode != "calibrated" and chip.dac.mode != "calibrated"
-        self._program(weight.T)
+        self._program(weight.T, progress)
         self._periphery_constants()
         self._calls = 0
 
-    def _program(self, crossbar_matrix: np.ndarray) -> None:
+    def _program(self, crossbar_matrix: np.ndarray, progress: bool | None) -> None:
         chip, grid = self.chip, self.grid
         tiled = grid.pad(crossbar_matrix)
         scales = weight_scales(tiled, chip.mapping)
@@ -60,7 +62,7 @@ class AnalogTiles:
         conductances = device.program(targets, chip.device, chip.mapping, self.seed)
         read = conductances.at_inference
         if not chip.wires.ideal:
-            read = self._with_ir_drop(read)
+            read = self._with_ir_drop(read, progress)
         # Padding cells are not on the computed path: zero them so no statistic counts them.
         used = grid.pad(np.ones_like(crossbar_matrix))
         realised = effective_weights(read, chip.mapping) * used
@@ -86,7 +88,7 @@ class AnalogTiles:
             per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
             self.cell_variance = _row_blocks(per_cell * used, grid).reshape(-1, grid.out_features)
 
-    def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
+    def _with_ir_drop(self, conductances: np.ndarray, progress: bool | None) -> np.ndarray:
         """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
 
         A partly used tile holds its weights in the rows next to the sense amplifiers and the columns next to
@@ -95,12 +97,16 @@ class AnalogTiles:
         """
         wires, grid = self.chip.wires, self.grid
         effective = np.zeros_like(conductances)
-        for r, c in np.ndindex(grid.row_blocks, grid.col_blocks):
-            used_rows = grid.row_slice(r).stop - grid.row_slice(r).start
-            used_cols = min(grid.cols, grid.out_features - c * grid.cols)
-            for k in range(conductances.shape[0]):
-                cells = conductances[k, r, :used_rows, c, :used_cols]
-                effective[k, r, :used_rows, c, :used_cols] = irdrop.effective_conductance(cells, wires.r_wl, wires.r_bl)
+        arrays = grid.row_blocks * grid.col_blocks * conductances.shape[0]
+        with progress_bars.bar(total=arrays, desc="IR-drop matrices", unit="array", progress=progress) as bar:
+            for r, c in np.ndindex(grid.row_blocks, grid.col_blocks):
+                used_rows = grid.row_slice(r).stop - grid.row_slice(r).start
+                used_cols = min(grid.cols, grid.out_features - c * grid.cols)
+                for k in range(conductances.shape[0]):
+                    cells = conductances[k, r, :used_rows, c, :used_cols]
+                    matrix = irdrop.effective_conductance(cells, wires.r_wl, wires.r_bl)
+                    effective[k, r, :used_rows, c, :used_cols] = matrix
+                    bar.update(1)
         return effective
 
     @staticmethod

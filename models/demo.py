@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import crossbar
+from crossbar import progress as progress_bars
 from crossbar.config import ChipConfig
 from crossbar.fileio import write_torch_file
 from models.data import digits_split
@@ -66,32 +67,57 @@ class DemoResult:
     chip_accuracies: list[float]
     seconds: float
     energy: crossbar.EnergyReport | None  # None for a chip without DAC/ADC resolution (ideal)
+    test_size: int  # held-out digits every accuracy is measured on
 
 
-def run(chip: ChipConfig | None = None, instances: int = 5) -> tuple[DemoResult, crossbar.MappingReport]:
+def chip_accuracies(
+    model: nn.Module, chip: ChipConfig | str, instances: int, x: torch.Tensor, y: torch.Tensor, progress: bool | None
+) -> list[float]:
+    """Accuracy of ``model`` on ``instances`` chip instances (seeds 0..instances-1) of ``chip``; ``progress``:
+    a bar over the instances (``crossbar.progress``)."""
+    seeds = progress_bars.bar(range(instances), desc="chip instances", unit="instance", progress=progress)
+    return [accuracy(crossbar.compile(model, chip, seed=s, progress=False), x, y) for s in seeds]
+
+
+def run(
+    chip: ChipConfig | None = None, instances: int = 5, progress: bool | None = None
+) -> tuple[DemoResult, crossbar.MappingReport]:
     """Float vs ideal tiles vs ``chip`` (default preset) accuracy on the held-out digits, and the energy per
-    inference on ``chip``."""
+    inference on ``chip``. ``progress``: a bar over the chip instances (``crossbar.progress``)."""
     start = time.perf_counter()
     chip = chip or ChipConfig.preset("default")
     model = load_model()
     _, _, x_test, y_test = digits_split()
-    ideal = accuracy(crossbar.compile(model, "ideal"), x_test, y_test)
-    chip_acc = [accuracy(crossbar.compile(model, chip, seed=s), x_test, y_test) for s in range(instances)]
-    compiled = crossbar.compile(model, chip)
+    ideal = accuracy(crossbar.compile(model, "ideal", progress=False), x_test, y_test)
+    chip_acc = chip_accuracies(model, chip, instances, x_test, y_test, progress)
+    compiled = crossbar.compile(model, chip, progress=progress)
     mapping = crossbar.report(compiled)
     has_converters = chip.dac.bits is not None and chip.adc.bits is not None
-    energy = crossbar.estimate(compiled, x_test) if has_converters else None  # per held-out digit
-    result = DemoResult(accuracy(model, x_test, y_test), ideal, chip_acc, time.perf_counter() - start, energy)
+    energy = crossbar.estimate(compiled, x_test, progress=progress) if has_converters else None  # per digit
+    seconds = time.perf_counter() - start
+    result = DemoResult(accuracy(model, x_test, y_test), ideal, chip_acc, seconds, energy, len(y_test))
     return result, mapping
 
 
+def standard_error(accuracy: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` independent examples: sqrt(p (1 - p) / n)."""
+    return float(np.sqrt(accuracy * (1.0 - accuracy) / n))
+
+
 def format_result(result: DemoResult, chip_name: str) -> str:
-    acc = np.array(result.chip_accuracies)
+    """Accuracies with their uncertainties, and what those mean for comparing them."""
+    acc, n = np.array(result.chip_accuracies), result.test_size
+    spread = f"+- {acc.std():.2%} std over {len(acc)} instances" if len(acc) > 1 else "(one instance: no spread)"
     return (
-        f"held-out digits accuracy ({len(acc)} chip instances):\n"
-        f"  float            {result.float_accuracy:.2%}\n"
+        f"held-out digits accuracy ({n} digits, {len(acc)} chip instances):\n"
+        f"  float            {result.float_accuracy:.2%} +- {standard_error(result.float_accuracy, n):.2%} "
+        f"sampling error of {n} digits\n"
         f"  ideal tiles      {result.ideal_accuracy:.2%}\n"
-        f"  chip {chip_name:<11} {acc.mean():.2%} +- {acc.std():.2%} (min {acc.min():.2%}, max {acc.max():.2%})\n"
+        f"  chip {chip_name:<11} {acc.mean():.2%} {spread} (min {acc.min():.2%}, max {acc.max():.2%})\n"
+        f"  One digit is {1 / n:.2%}. The chip's +- is the spread over chip instances (programming error, drift\n"
+        f"  and read noise differ from one to the next); the float's is the sampling error of a finite test set\n"
+        f"  (another {n} digits would score differently). A difference within these, such as a chip mean above\n"
+        f"  float, is noise: a few borderline digits flipping either way, not the chip beating float.\n"
         f"  ({result.seconds:.1f} s)"
     )
 

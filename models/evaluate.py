@@ -22,7 +22,8 @@ from torch import nn
 
 import crossbar
 from models.data import sequential_digits
-from models.demo import accuracy
+from models.demo import accuracy, standard_error
+from models.demo import chip_accuracies as instance_accuracies
 from models.ssm_digits import MODELS, load
 
 
@@ -52,11 +53,12 @@ def fourier_mode(model: nn.Module, amplitude: float, frequency: float) -> Iterat
 
 
 def chip_accuracies(
-    model: nn.Module, chip: str, instances: int, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module, chip: str, instances: int, x: torch.Tensor, y: torch.Tensor, progress: bool | None = None
 ) -> tuple[float, list[float]]:
-    """Accuracy with ideal tiles, and on ``instances`` chip instances (seeds 0..instances-1) of ``chip``."""
-    ideal = accuracy(crossbar.compile(model, "ideal"), x, y)
-    return ideal, [accuracy(crossbar.compile(model, chip, seed=s), x, y) for s in range(instances)]
+    """Accuracy with ideal tiles, and on ``instances`` chip instances (seeds 0..instances-1) of ``chip``;
+    ``progress``: a bar over the instances (``crossbar.progress``)."""
+    ideal = accuracy(crossbar.compile(model, "ideal", progress=False), x, y)
+    return ideal, instance_accuracies(model, chip, instances, x, y, progress)
 
 
 def main() -> None:
@@ -65,16 +67,19 @@ def main() -> None:
     parser.add_argument("--chip", default="default", help="preset name or chip JSON (default: %(default)s)")
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    progress = False if args.quiet else None
     _, _, x_test, y_test = sequential_digits()
     for name in args.model or list(MODELS):
         model = load(name)
-        ideal, chip = chip_accuracies(model, args.chip, args.instances, x_test, y_test)
-        acc = np.array(chip)
+        ideal, chip = chip_accuracies(model, args.chip, args.instances, x_test, y_test, progress)
+        acc, float_acc = np.array(chip), accuracy(model, x_test, y_test)
         print(
-            f"{name:<7} float {accuracy(model, x_test, y_test):.2%}  ideal {ideal:.2%}  "
-            f"chip {args.chip} {acc.mean():.2%} +- {acc.std():.2%} (min {acc.min():.2%}, {len(acc)} instances)"
+            f"{name:<7} float {float_acc:.2%} +- {standard_error(float_acc, len(y_test)):.2%} (sampling error)  "
+            f"ideal {ideal:.2%}  chip {args.chip} {acc.mean():.2%} +- {acc.std():.2%} "
+            f"(std over {len(acc)} instances, min {acc.min():.2%})"
         )
 
 

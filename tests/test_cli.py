@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +54,11 @@ def test_map_with_a_chip_file_and_bad_inputs(tmp_path):
 
 def test_demo_keeps_accuracy_on_the_default_chip():
     result, mapping = demo.run(instances=3)
+    text = demo.format_result(result, "default")
+    n, p = result.test_size, result.float_accuracy
+    assert f"{p:.2%} +- {(p * (1 - p) / n) ** 0.5:.2%} sampling error of {n} digits" in text
+    acc = np.array(result.chip_accuracies)
+    assert f"{acc.mean():.2%} +- {acc.std():.2%} std over 3 instances" in text and "is noise" in text
     assert result.float_accuracy > 0.95
     assert abs(result.ideal_accuracy - result.float_accuracy) < 1e-9
     assert min(result.chip_accuracies) > result.float_accuracy - 0.03

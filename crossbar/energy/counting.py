@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from crossbar import progress as progress_bars
 from crossbar.config import ChipConfig
 from crossbar.energy.laws import format_bytes
 from crossbar.energy.shapes import standard_ops
@@ -152,6 +154,7 @@ class ActivityCounter:
         self.activities: dict[str, Activity] = {}
         self.unpriced: set[str] = set()
         self._names = {module: name or "(model)" for name, module in model.named_modules()}
+        self._bar: tqdm | None = None  # the bar of the pass that ``run`` makes
 
     def _activity(self, module: nn.Module, placement: str) -> Activity:
         name = self._names[module]
@@ -170,6 +173,8 @@ class ActivityCounter:
                 _count_analog(activity, module, x2d)
             else:
                 _count_digital_tile(activity, module, x2d, self.value_bytes)
+            if self._bar is not None:
+                self._bar.update(1)
         else:
             if callable(getattr(module, "digital_ops", None)):
                 ops = _protocol_ops(name, module, inputs, output)
@@ -187,11 +192,13 @@ class ActivityCounter:
             activity.macs += ops.get("mac", 0.0)
         activity.calls += 1
 
-    def run(self, inputs: tuple) -> dict[str, Activity]:
-        """One forward pass of the model on ``inputs`` (positional arguments), counting everything."""
+    def run(self, inputs: tuple, progress: bool | None = None) -> dict[str, Activity]:
+        """One forward pass of the model on ``inputs`` (positional arguments), counting everything.
+        ``progress``: a bar counting the tiled layers' calls as they are counted (``crossbar.progress``)."""
         hooks = [module.register_forward_hook(self._hook) for module in self.model.modules()]
+        self._bar = progress_bars.bar(desc="counting activity", unit="layer call", progress=progress)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._bar:
                 self.model(*inputs)
         finally:
             for hook in hooks:

@@ -53,6 +53,7 @@ def estimate(
     example_inputs: torch.Tensor | tuple,
     constants: EnergyConstants | dict[str, float] | str | os.PathLike | None = None,
     batch_size: int | None = None,
+    progress: bool | None = None,
 ) -> EnergyReport:
     """Energy and latency of ``analog_model`` (from ``crossbar.compile``) on its chip, per inference.
 
@@ -62,6 +63,7 @@ def estimate(
     tiles, and modules' own ``digital_ops``), and buffer traffic. ``constants``: overrides of the shared energy
     constants (an ``EnergyConstants``, a dict or a JSON file). ``batch_size``: inferences in the inputs
     (default: their first dimension). Everything is per inference: the totals divided by ``batch_size``.
+    ``progress``: a bar of the tiled layers' calls counted so far, on standard error (``crossbar.progress``).
     """
     if not isinstance(analog_model, nn.Module):
         raise TypeError(f"crossbar.estimate needs a compiled torch module, got {type(analog_model).__name__}")
@@ -74,6 +76,6 @@ def estimate(
     batch = _batch_size(inputs) if batch_size is None else batch_size
     if not (isinstance(batch, int) and batch >= 1):
         raise ConfigError(f"batch_size: must be a positive integer (got {batch!r})")
-    activities = ActivityCounter(analog_model, chip).run(inputs)
+    activities = ActivityCounter(analog_model, chip).run(inputs, progress)
     layers = [_price(a, chip.energy, constants, batch) for a in activities.values()]
     return EnergyReport(chip=chip.name, batch=batch, layers=layers, constants=constants.to_dict())

@@ -23,9 +23,10 @@ import numba
 import torch
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import crossbar
+from crossbar import progress as progress_bars
 from crossbar.sweep.grid import expand
 from crossbar.sweep.point import Point, evaluate_point
 from crossbar.sweep.spec import SweepSpec
@@ -134,18 +135,21 @@ def plan_sweep(spec: SweepSpec, results: str | os.PathLike) -> SweepPlan:
 
 
 def run_sweep(
-    spec: SweepSpec, results: str | os.PathLike, client: Client | None = None, progress: bool = True
+    spec: SweepSpec, results: str | os.PathLike, client: Client | None = None, progress: bool | None = None
 ) -> SweepRun:
     """Evaluate every point of ``spec`` missing from the ``results`` Parquet file, appending rows as they finish.
 
     ``client``: a dask client (LocalCluster or a remote scheduler); None runs the points one after the other
     in this process, single-threaded like a worker, which gives the same numbers. The results file's writer
     lock is held throughout: a second sweep on the same file raises ConfigError before any work.
+    ``progress``: a bar of the points done, on standard error (None: when it is a terminal; ``crossbar.progress``).
     """
     with writer_lock(results):
         plan = plan_sweep(spec, results)
         run = SweepRun(plan.points, skipped=len(plan.points) - len(plan.todo))
-        bar = tqdm(total=len(plan.points), initial=run.skipped, desc=spec.name, unit="point", disable=not progress)
+        bar = progress_bars.bar(
+            total=len(plan.points), initial=run.skipped, desc=spec.name, unit="point", progress=progress
+        )
         with bar:
             if client is None:
                 _run_serial(plan, run, bar)
