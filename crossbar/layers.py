@@ -4,6 +4,10 @@ Each keeps a float copy of the weight and bias as parameters and a tile (analog 
 with them. Forward goes through the tile; backward is straight-through to the float weights (the gradient
 of ``x @ W.T + b``), so a compiled model can be fine-tuned with the hardware in the loop. When the float
 weights change (an optimiser step), the tiles are programmed again, with the same seed, at the next forward.
+
+Inputs: CPU tensors of a floating dtype (``SUPPORTED_DTYPES``). The tiles compute in float32 (the DAC quantizes
+far coarser than float32 resolves); the output is cast back to the input's dtype, as torch layers return the
+dtype they are given. Any other dtype or device raises a TypeError / ValueError that says what is supported.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from torch import nn
 
 from crossbar.config import ChipConfig
 from crossbar.tiles import AnalogTiles, DigitalTile
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -35,7 +41,9 @@ class TiledLinear(nn.Module):
     """``y = x @ W.T + b`` on tiles; x (..., in_features) -> (..., out_features).
 
     ``placement`` is ``"analog"`` (crossbar tiles of ``chip``, programmed with ``seed``) or ``"digital"``
-    (a DigitalTile with ``digital_weight_bits`` / ``digital_input_bits``, None for exact float).
+    (a DigitalTile with ``digital_weight_bits`` / ``digital_input_bits``, None for exact float). ``progress``:
+    a bar for the IR-drop matrices while the tiles are programmed here (``crossbar.progress``).
+    x: a CPU tensor of a dtype in ``SUPPORTED_DTYPES``; the output has x's dtype (computed in float32).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class TiledLinear(nn.Module):
         placement: str = "analog",
         digital_weight_bits: int | None = None,
         digital_input_bits: int | None = None,
+        progress: bool | None = None,
     ) -> None:
         super().__init__()
         if placement not in ("analog", "digital"):
@@ -56,14 +65,15 @@ class TiledLinear(nn.Module):
         self.out_features, self.in_features = self.weight.shape
         self.chip, self.seed, self.placement = chip, seed, placement
         self.digital_bits = (digital_weight_bits, digital_input_bits)
-        self.program()
+        self.program(progress)
 
-    def program(self) -> None:
-        """(Re)program the tiles from the current float weights: one chip instance of ``self.seed``."""
+    def program(self, progress: bool | None = False) -> None:
+        """(Re)program the tiles from the current float weights: one chip instance of ``self.seed``.
+        ``progress``: a bar for the IR-drop matrices (none by default: this runs after every optimiser step)."""
         weight = self.weight.detach().numpy()
         if self.placement == "analog":
             previous = getattr(self, "tile", None)
-            self.tile: AnalogTiles | DigitalTile = AnalogTiles(weight, self.chip, self.seed)
+            self.tile: AnalogTiles | DigitalTile = AnalogTiles(weight, self.chip, self.seed, progress)
             if isinstance(previous, AnalogTiles) and previous.calibrated:
                 self.tile.keep_calibration(previous)  # reprogrammed after an optimiser step: same ranges
         else:
@@ -74,7 +84,27 @@ class TiledLinear(nn.Module):
         if isinstance(self.tile, AnalogTiles):
             self.tile.calibrate(self._as_matrix(x).detach())
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        """A clear error for an input the tiles cannot take: not a tensor, not on the CPU, not a float dtype."""
+        layer = f"crossbar {type(self).__name__}(in={self.in_features}, out={self.out_features})"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{layer}: input must be a torch.Tensor, got {type(x).__name__}")
+        for what, device in (("input", x.device), ("weights", self.weight.device)):
+            if device.type != "cpu":
+                raise ValueError(
+                    f"{layer}: {what} on device {str(device)!r}; the simulated tiles compute on the CPU only "
+                    "(keep the compiled model on the CPU and pass x.cpu())"
+                )
+        if x.dtype not in SUPPORTED_DTYPES:
+            supported = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
+            raise TypeError(
+                f"{layer}: input dtype {str(x.dtype).removeprefix('torch.')} is not supported; supported: "
+                f"{supported} (computed in float32, returned in the input's dtype)"
+            )
+
     def _as_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) -> (M, in) float32, contiguous, after checking its device, dtype and width."""
+        self._check_input(x)
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__}: input has {x.shape[-1]} features in its last dimension, "
@@ -83,15 +113,15 @@ class TiledLinear(nn.Module):
         return x.reshape(-1, self.in_features).to(torch.float32).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = self._as_matrix(x)
         if self.weight._version != self._programmed_version:
             self.program()
         leading = x.shape[:-1]
-        x2d = self._as_matrix(x)
         if torch.is_grad_enabled() and (x2d.requires_grad or self.weight.requires_grad):
             y = _StraightThrough.apply(x2d, self.weight, self.bias, self.tile)
         else:
             y = self.tile.matmul(x2d, self.bias)
-        return y.reshape(*leading, self.out_features)
+        return y.reshape(*leading, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, placement={self.placement}"

@@ -214,3 +214,36 @@ def test_bad_inputs_are_clear_errors():
     conv = crossbar.compile(nn.Sequential(nn.Conv1d(3, 2, 1)), "ideal")
     with pytest.raises(ValueError, match="batch, channels, length"):
         conv(torch.randn(3, 5))
+
+
+def test_output_dtype_follows_the_input_as_in_torch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.Tanh(), nn.Linear(30, 6))
+    x = torch.randn(5, 20, dtype=torch.float64)
+    with torch.no_grad():
+        ideal = crossbar.compile(model, "ideal")(x)
+        reference = model.double()(x)  # float64 torch: the independent reference
+        model.float()
+        assert ideal.dtype == torch.float64 and rel_err(ideal, reference) < 1e-6
+        # the default chip computes in float32 either way: a float64 input gives the float32 result, cast
+        chip64 = crossbar.compile(model, "default", seed=3)(x)
+        chip32 = crossbar.compile(model, "default", seed=3)(x.float())
+        assert chip64.dtype == torch.float64 and torch.equal(chip64, chip32.double())
+        half = crossbar.compile(model, "ideal")(x.to(torch.bfloat16))
+        assert half.dtype == torch.bfloat16
+    conv = crossbar.compile(nn.Sequential(nn.Conv1d(3, 2, 1)), "ideal")
+    assert conv(torch.randn(1, 3, 4, dtype=torch.float64)).dtype == torch.float64
+    leaf = x.clone().requires_grad_()
+    crossbar.compile(model, "ideal")(leaf).sum().backward()
+    assert leaf.grad.dtype == torch.float64
+
+
+def test_unsupported_dtype_and_device_are_clear_errors():
+    compiled = crossbar.compile(nn.Sequential(nn.Linear(8, 4)), "default")
+    for dtype in (torch.int64, torch.complex64, torch.bool):
+        with pytest.raises(TypeError, match=r"crossbar TiledLinear.*not supported; supported: float32, float64"):
+            compiled(torch.zeros(2, 8, dtype=dtype))
+    with pytest.raises(ValueError, match="crossbar TiledLinear.*device 'meta'.*CPU"):
+        compiled(torch.empty(2, 8, device="meta"))
+    with pytest.raises(ValueError, match="crossbar TiledLinear.*weights on device 'meta'"):
+        compiled.to("meta")(torch.zeros(2, 8))
