@@ -2,7 +2,9 @@
 
 The file is opened read-only. Rows with non-finite values are skipped and counted in ``Measurements.skipped``;
 every structural problem (a missing group or dataset, a wrong ``units`` attribute, a wrong shape, an empty
-dataset, a non-numeric dataset) is collected and raised together in one ``SchemaError``.
+dataset, a non-numeric dataset) and every value outside the physical range of its unit
+(``calibration.schema.physical_problems``: conductances above 1 S or far below zero, times not increasing) is
+collected and raised together in one ``SchemaError``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from calibration.schema import (
     ReadNoise,
     Relaxation,
     SchemaError,
+    physical_problems,
 )
 
 
@@ -91,8 +94,6 @@ def _check_relaxation_time(arrays: dict[str, np.ndarray | None], check: _Checker
     time, conductance = arrays["time"], arrays["conductance"]
     if time is None:
         return
-    if not np.all(np.isfinite(time)) or np.any(time < 0) or np.any(np.diff(time) <= 0):
-        check.problems.append("/relaxation/time: must be finite, non-negative and strictly increasing")
     if conductance is not None and conductance.shape[1] != time.shape[0]:
         check.problems.append(
             f"/relaxation/conductance: has {conductance.shape[1]} columns, expected {time.shape[0]} (one per time)"
@@ -170,9 +171,6 @@ def _read_open(h5: h5py.File) -> Measurements:
         for name, spec in DEVICE_DATASETS.items():
             value = check.dataset(h5["device"], name, *spec)
             device[name] = None if value is None else float(value)
-        g_max = device.get("g_max")
-        if g_max is not None and not (np.isfinite(g_max) and g_max > 0):
-            check.problems.append(f"/device/g_max: must be a positive number of siemens (got {g_max!r})")
     sections = {name: _read_section(h5, name, check) for name in SECTION_DATASETS}
     if all(arrays is None for arrays in sections.values()):
         check.problems.append("/: no programming, relaxation or read_noise group (at least one is required)")
@@ -201,6 +199,7 @@ def _read_open(h5: h5py.File) -> Measurements:
         data = getattr(result, name)
         if data is not None and data.cell.size == 0:
             check.problems.append(f"/{name}: no cell has finite data")
+    check.problems += physical_problems(result)
     if check.problems:
         raise SchemaError("; ".join(check.problems))
     return result

@@ -9,7 +9,7 @@ import pytest
 from test_cli import run_cli
 
 from calibration import importers, read
-from calibration.schema import SchemaError
+from calibration.schema import Measurements, Relaxation, SchemaError, write
 
 
 def digest(path):
@@ -177,3 +177,57 @@ def test_cli_convert_calibrate_and_plot(good_h5, tmp_path):
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli("calibrate", str(good_h5), "-o", str(tmp_path / "missing-dir" / "p.json"))
     assert code == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (  # microsiemens labelled siemens: 1e6 times too large
+            lambda h5: h5["relaxation/conductance"].write_direct(h5["relaxation/conductance"][()] * 1e6),
+            r"/relaxation/conductance: 270 value\(s\) above",
+        ),
+        (
+            lambda h5: h5["programming/conductance"].__setitem__(0, -5e-6),  # -20 % of g_max: not read noise
+            r"/programming/conductance: 1 value\(s\) below",
+        ),
+        (lambda h5: h5["device/g_max"].write_direct(np.array(2.0)), "/device/g_max: must be .* up to 1 S"),
+        (lambda h5: h5["relaxation/time"].write_direct(np.array([0.0, 10.0, 1.0])), "strictly increasing"),
+    ],
+)
+def test_values_outside_the_physical_range_of_their_unit_are_refused(good_h5, tmp_path, edit, message):
+    bad = edited_copy(good_h5, tmp_path / "bad.h5", edit)
+    with pytest.raises(SchemaError, match=message):
+        read(bad)
+    code, _, err = run_cli("calibrate", str(bad), "-o", str(tmp_path / "p.json"))
+    assert code == 2 and str(bad) in err and "Traceback" not in err, err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_reads_slightly_below_zero_are_read_noise(good_h5, tmp_path):
+    """An off-state read at -1 % of g_max (the techC data go to -0.3 %) is within the noise floor."""
+    edited = edited_copy(good_h5, tmp_path / "low.h5", lambda h5: h5["programming/conductance"].__setitem__(0, -2.5e-7))
+    assert read(edited).programming.conductance.min() == -2.5e-7
+
+
+def test_convert_refuses_microsiemens_labelled_siemens(tmp_path):
+    rows = [(c, 1e-5 * (1 + c % 3), t, 1e-5 * (1 + c % 3)) for t in (0.0, 5.0) for c in range(30)]
+    write_csv(tmp_path / "ok.csv", rows)
+    write_csv(tmp_path / "micro.csv", [(c, target * 1e6, t, g * 1e6) for c, target, t, g in rows])
+    assert run_cli("convert", "csv", str(tmp_path / "ok.csv"), "-o", str(tmp_path / "ok.h5"))[0] == 0
+    code, _, err = run_cli("convert", "csv", str(tmp_path / "micro.csv"), "-o", str(tmp_path / "micro.h5"))
+    assert code == 2 and "/relaxation/target_conductance" in err and "above 1 S" in err, err
+    assert not (tmp_path / "micro.h5").exists()
+
+
+def test_writer_refuses_times_out_of_order(tmp_path):
+    """What any importer hands to the schema is checked before a byte is written."""
+    relaxation = Relaxation(
+        cell=np.arange(2),
+        target_conductance=np.array([1e-5, 2e-5]),
+        time=np.array([0.0, 100.0, 10.0]),
+        conductance=np.full((2, 3), 1.5e-5),
+    )
+    measurements = Measurements("t", 2e-5, "synthetic", "", relaxation=relaxation)
+    with pytest.raises(SchemaError, match="out.h5: not written: /relaxation/time: .*strictly increasing"):
+        write(tmp_path / "out.h5", measurements)
+    assert list(tmp_path.iterdir()) == []
