@@ -145,6 +145,14 @@ def test_a_second_sweep_on_the_same_results_file_stops_before_any_work(tmp_path)
     assert path.read_bytes() == before
     grown = run_sweep(parse_spec(spec_dict(seeds=2, bits=[6])), path, progress=False)  # the lock was released
     assert (grown.computed, grown.skipped) == (1, 1)
+    assert not (tmp_path / ".results.parquet.lock").exists(), "a clean exit removes the lock file"
+    with pytest.raises(RuntimeError), writer_lock(path):
+        assert (tmp_path / ".results.parquet.lock").exists()
+        raise RuntimeError("a failing sweep")
+    assert not (tmp_path / ".results.parquet.lock").exists()
+    (tmp_path / ".results.parquet.lock").touch()  # left by a killed sweep: no obstacle, and removed after
+    assert run_sweep(parse_spec(spec_dict(seeds=2, bits=[6])), path, progress=False).skipped == 2
+    assert not (tmp_path / ".results.parquet.lock").exists()
 
 
 def test_a_killed_client_leaves_a_readable_file_and_the_rerun_completes(tmp_path):

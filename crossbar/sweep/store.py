@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -33,25 +33,48 @@ except ImportError:  # not POSIX: sweeps on one results file are not guarded aga
 def writer_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive writer lock of the results file ``path`` for the block.
 
-    An advisory ``flock`` on the sidecar file ``.NAME.lock`` beside it (created if missing, left in place): the
-    operating system releases it when the holder ends, even when killed, so a lock never goes stale. A second
-    holder, in this or another process on the same machine or NFS client, gets ConfigError at once.
+    An advisory ``flock`` on the sidecar file ``.NAME.lock`` beside it: the operating system releases it when
+    the holder ends, even when killed, so a lock never goes stale. The holder removes the file as it leaves
+    the block; only a killed sweep leaves it behind (0 bytes, harmless: the next sweep locks and removes it).
+    A second holder, in this or another process on the same machine or NFS client, gets ConfigError at once.
     """
     path = Path(path)
     if fcntl is None or not path.parent.is_dir():
         yield  # no lock on this platform; a missing folder is reported by ResultsStore
         return
-    with open(path.parent / f".{path.name}.lock", "a+") as handle:
+    lock_path = path.parent / f".{path.name}.lock"
+    handle = _lock(lock_path, path)
+    try:
+        yield
+    finally:
+        # Removed while still locked: a sweep that opened this file meanwhile finds it gone once it gets the
+        # lock, and locks a new file instead (``_lock``), so two sweeps never both hold one.
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _lock(lock_path: Path, path: Path) -> IO:
+    """Open and ``flock`` the sidecar file, until the file locked is the one at ``lock_path``."""
+    while True:
+        handle = open(lock_path, "a+")  # noqa: SIM115 (held beyond this function, closed by writer_lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
+            handle.close()
             raise ConfigError(
                 f"{path}: another sweep is writing this results file; wait for it to end or choose another path"
             ) from exc
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            here = os.stat(lock_path)
+        except FileNotFoundError:
+            here = None
+        locked = os.fstat(handle.fileno())
+        if here is not None and (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino):
+            return handle
+        fcntl.flock(handle, fcntl.LOCK_UN)  # the previous holder removed this file as it ended: lock anew
+        handle.close()
 
 
 class ResultsStore:
