@@ -294,8 +294,12 @@ def _stdout_reader_gone() -> bool:
     """Whether standard output is a pipe whose reader has closed it (``crossbar map ... | head``)."""
     if not hasattr(select, "poll"):
         return True  # cannot tell: a BrokenPipeError is then taken to be standard output's
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (redirected in this process), or closed
+        return False
     poller = select.poll()
-    poller.register(sys.stdout.fileno(), select.POLLERR)
+    poller.register(descriptor, select.POLLERR)
     return bool(poller.poll(0))
 
 
