@@ -19,7 +19,6 @@ from crossbar.config import ChipConfig
 from crossbar.energy.laws import format_bytes
 from crossbar.energy.shapes import standard_ops
 from crossbar.layers import TiledConv1d, TiledLinear
-from crossbar.periphery import levels
 from crossbar.tiles import AnalogTiles
 
 DIGITAL_KEYS = ("add", "mul", "mac", "nonlinear")
@@ -77,7 +76,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
             f"crossbar.estimate: chip {chip.name!r} has no dac.bits / adc.bits; energy needs the converters' "
             "resolution (the ideal preset has none; use a chip with quantization)"
         )
-    n_levels = levels(chip.dac.bits)
+    n_levels = tile.record.dac_levels  # the levels the tiles were built with (crossbar.tiles)
     blocks, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
     unit = blocks.transpose(1, 0, 2).reshape(x2d.shape[0], -1)[:, : grid.in_features]
     codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
