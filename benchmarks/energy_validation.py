@@ -70,7 +70,7 @@ def main() -> None:
         f"worst: in-sample {summary['in_sample_worst']:.0%}, left out {summary['left_out_worst']:.0%}"
     )
     core = breakdown["hermes"]["tops_per_watt_chip"]
-    print(f"HERMES core (in-sample constant): {core:.3g} TOPS/W vs {HERMES_CORE.tops_per_watt} ({HERMES_CORE.citation})")
+    print(f"HERMES core (in-sample): {core:.3g} TOPS/W vs {HERMES_CORE.tops_per_watt} ({HERMES_CORE.citation})")
     write_json_atomic(
         args.out,
         {

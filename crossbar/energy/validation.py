@@ -60,10 +60,8 @@ PUBLISHED = (
 HERMES_CORE = Published("hermes", 10.5, "chip", "Khaddam-Aljameh et al., IEEE JSSC 2022: 10.5 TOPS/W per core")
 
 
-def full_tile_workload(
-    chip: ChipConfig, batch: int = 64, seed: int = 0, constants: EnergyConstants | None = None
-) -> EnergyReport:
-    """Energy report of ``batch`` full-tile MVMs on ``chip`` (one tile, every cell used).
+def full_tile_model(chip: ChipConfig, batch: int = 64, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    """The compiled one-tile model and ``batch`` inputs of the full-tile workload on ``chip``.
 
     Wires are taken as ideal: their resistance changes the computed result (IR drop), not the counted energy
     (sum V^2 G t over the programmed cells), and solving it for a 512x512 tile takes minutes.
@@ -74,7 +72,14 @@ def full_tile_workload(
     with torch.no_grad():
         layer.weight.copy_(torch.rand(chip.tile.cols, chip.tile.rows, generator=generator) * 2 - 1)
     x = torch.rand(batch, chip.tile.rows, generator=generator) * 2 - 1
-    return estimate(compile_model(nn.Sequential(layer), chip, seed=seed), x, constants=constants)
+    return compile_model(nn.Sequential(layer), chip, seed=seed), x
+
+
+def full_tile_workload(
+    chip: ChipConfig, batch: int = 64, seed: int = 0, constants: EnergyConstants | None = None
+) -> EnergyReport:
+    """Energy report of ``batch`` full-tile MVMs on ``chip`` (one tile, every cell used)."""
+    return estimate(*full_tile_model(chip, batch, seed), constants=constants)
 
 
 def scoped_energy(report: EnergyReport, scope: str) -> float:
@@ -108,10 +113,10 @@ class ChipLine:
 
 def chip_line(published: Published, batch: int = 64, seed: int = 0) -> ChipLine:
     """Two estimates of the chip's workload, at the default fitted constant and twice it, give its line."""
-    chip = ChipConfig.preset(published.preset)
+    model, x = full_tile_model(ChipConfig.preset(published.preset), batch, seed)
     k0 = getattr(EnergyConstants(), FITTED)
-    one = full_tile_workload(chip, batch, seed, EnergyConstants().replace(**{FITTED: k0}))
-    two = full_tile_workload(chip, batch, seed, EnergyConstants().replace(**{FITTED: 2 * k0}))
+    one = estimate(model, x, constants=EnergyConstants().replace(**{FITTED: k0}))
+    two = estimate(model, x, constants=EnergyConstants().replace(**{FITTED: 2 * k0}))
     e1, e2 = scoped_energy(one, published.scope), scoped_energy(two, published.scope)
     slope = (e2 - e1) / k0
     return ChipLine(published, one.ops, e1 - slope * k0, slope)
