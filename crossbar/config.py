@@ -261,11 +261,12 @@ class EnergyConfig:
     current is priced: ``"cells"`` (sum V^2 G t, what the cells dissipate; the read voltage as an ideal source)
     or ``"supply"`` (``vdd`` times the charge the cells conduct, sum V G t: the read current drawn from the
     supply through the drivers that set the read voltage) or ``"capacitive"`` (a charge-domain array, e.g. SRAM
-    cells with capacitors: every cell of a column is charged to ``vdd`` once per read, at its share of the line
-    capacitance; the cell currents are not priced). ``readout``: how a column is sensed: ``"charge"`` (the
-    column charge is integrated or shared on a capacitor and converted: no second copy of it) or ``"current"``
-    (the front end works on a copy of the column current, drawn from ``vdd``: a current-controlled oscillator, a
-    mirror into an integrator, a current-mode sense amplifier). ``adc_share``: columns that share one ADC.
+    cells with capacitors: every cell of a column is charged to ``vdd`` once per read, its share of the line
+    capacitance plus ``cell_capacitance``, F, the cell's own capacitor; the cell currents are not priced).
+    ``readout``: how a column is sensed: ``"charge"`` (the column charge is integrated or shared on a capacitor
+    and converted: no second copy of it) or ``"current"`` (the front end works on a copy of the column current,
+    drawn from ``vdd``: a current-controlled oscillator, a mirror into an integrator, a current-mode sense
+    amplifier). ``adc_share``: columns that share one ADC.
     ``digital_format``: number format of the digital units (``int8``, ``int32``, ``fp16``, ``fp32``);
     ``digital_lanes``: digital operations per clock cycle. ``source``: where the values come from.
     """
@@ -278,6 +279,7 @@ class EnergyConfig:
     adc_law: str = "sar"
     array_law: str = "cells"
     readout: str = "charge"
+    cell_capacitance: float = 0.0
     adc_share: int = 1
     digital_format: str = "fp16"
     digital_lanes: int = 256
@@ -286,6 +288,7 @@ class EnergyConfig:
     def __post_init__(self) -> None:
         for name in ("node_nm", "vdd", "clock_hz", "integration_time"):
             _check_positive(getattr(self, name), f"energy.{name}")
+        _check_positive(self.cell_capacitance, "energy.cell_capacitance", allow_zero=True)
         _check_choice(self.input_encoding, INPUT_ENCODINGS, "energy.input_encoding")
         _check_choice(self.adc_law, ADC_LAWS, "energy.adc_law")
         _check_choice(self.array_law, ARRAY_LAWS, "energy.array_law")

@@ -324,3 +324,10 @@ def test_capacitive_array_charges_every_cell_of_every_read_column():
     found = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
     c = line_cap_per_cell(chip.energy.node_nm, EnergyConstants())
     assert found["array"] == pytest.approx(32 * 256 * c * chip.energy.vdd**2, rel=1e-9)  # padded 256-row tile
+    chip = clean_chip(energy={"array_law": "capacitive", "cell_capacitance": 2e-15})
+    found = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
+    assert found["array"] == pytest.approx(32 * 256 * (c + 2e-15) * chip.energy.vdd**2, rel=1e-9)
+    with pytest.raises(ConfigError, match="energy.cell_capacitance: must be a finite non-negative"):
+        clean_chip(energy={"cell_capacitance": -1e-15})
+    with pytest.raises(ConfigError, match="energy.readout: must be one of charge, current"):
+        clean_chip(energy={"readout": "voltage"})

@@ -112,8 +112,8 @@ def column_charge_energy(cells: int, v_read: float, energy: EnergyConfig, consta
 
 def capacitive_read_energy(cells: int, energy: EnergyConfig, constants: EnergyConstants) -> float:
     """One read of one column of a charge-domain array of ``cells`` cells, J: each cell's share of the line
-    capacitance charged to vdd (C vdd^2)."""
-    return cells * line_cap_per_cell(energy.node_nm, constants) * energy.vdd**2
+    capacitance plus its own capacitor (``energy.cell_capacitance``) charged to vdd (C vdd^2)."""
+    return cells * (line_cap_per_cell(energy.node_nm, constants) + energy.cell_capacitance) * energy.vdd**2
 
 
 def register_clock_energy(energy: EnergyConfig, constants: EnergyConstants) -> float:
