@@ -145,5 +145,7 @@ class EnergyReport:
         split.bar(list(totals), [v * 1e9 for v in totals.values()], color=[_COLOURS[c] for c in totals])
         split.set_ylabel("nJ per inference")
         split.set_title("by component")
-        split.tick_params(axis="x", labelrotation=45)
+        split.tick_params(axis="x", labelrotation=60)
+        for label in split.get_xticklabels():
+            label.set_horizontalalignment("right")
         write_figure_atomic(figure, path, fmt)
