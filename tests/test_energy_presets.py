@@ -2,11 +2,11 @@
 
 Six chips (crossbar.energy.validation.PUBLISHED, sources in each preset file). The shared constants are sourced;
 one, ``adc_front_per_bit``, is fitted to silicon: fitted on all chips but one, it predicts the one left out.
-Measured (benchmarks/energy_validation.py; docs/energy.md), the same at batch 8, 16, 32 and 64: left-out errors
-2% (HERMES), 47% (IBM speech chip), 20% (NeuRRAM), 37% (22 nm ReRAM macro), 24% (7 nm SRAM macro), 21% (65 nm
-1-bit SRAM); median 23%, worst 47%. The assertions are the issue's targets (median 25%, worst 50%, HERMES 25%),
-which the data meets with 2-3 points to spare; docs/energy.md says which modelling choices were made on these
-same chips (the per-bit form of the fitted term, the 65 nm chip's 2 fF cell capacitor from CiMLoop's model).
+Measured (benchmarks/energy_validation.py; docs/energy.md), the same at batch 8 to 64: left-out errors 2%
+(HERMES), 47% (IBM speech chip), 20% (NeuRRAM), 7% (22 nm ReRAM macro), 24% (7 nm SRAM macro), 21% (65 nm 1-bit
+SRAM); median 21%, worst 47%. The assertions are the issue's targets (median 25%, worst 50%, HERMES 25%), which
+the data meets with 3-4 points to spare; docs/energy.md says which modelling choices were made on these same
+chips (the per-bit form of the fitted term, the 65 nm chip's 2 fF cell capacitor from CiMLoop's model).
 """
 
 import statistics

@@ -52,7 +52,7 @@ PUBLISHED = (
     ),
     Published("ibm_speech", 12.4, "chip", "Ambrogio et al., Nature 2023: 12.4 TOPS/W chip-sustained (8-bit)"),
     Published("neurram", 15.95, "macro", "Wan et al., Nature 2022, Fig. 12 (4-bit in, 6-bit out, via CiMLoop)"),
-    Published("reram22_isscc2021", 11.91, "macro", "Xue et al., ISSCC 2021 16.1: 11.91 TOPS/W at 8-bit in/weight"),
+    Published("reram22_isscc2021", 15.6, "macro", "Hung et al., Nat. Electron. 2021: 15.6 TOPS/W at 8-bit in/weight"),
     Published("sram7_sinangil2021", 351.0, "macro", "Sinangil et al., JSSC 2021: 351 TOPS/W (4b x 4b, 4b out)"),
     Published("sram65_jia2020", 400.0, "macro", "Jia et al., JSSC 2020, Table II: 400 TOPS/W at 1b, 0.85 V"),
 )
