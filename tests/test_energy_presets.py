@@ -2,11 +2,11 @@
 
 Six chips (crossbar.energy.validation.PUBLISHED, sources in each preset file). The shared constants are sourced;
 one, ``adc_front_per_bit``, is fitted to silicon: fitted on all chips but one, it predicts the one left out.
-Measured (benchmarks/energy_validation.py; docs/energy.md), the same at batch 8 to 64: left-out errors 2%
-(HERMES), 47% (IBM speech chip), 20% (NeuRRAM), 7% (22 nm ReRAM macro), 24% (7 nm SRAM macro), 21% (65 nm 1-bit
-SRAM); median 21%, worst 47%. The assertions are the issue's targets (median 25%, worst 50%, HERMES 25%), which
-the data meets with 3-4 points to spare; docs/energy.md says which modelling choices were made on these same
-chips (the per-bit form of the fitted term, the 65 nm chip's 2 fF cell capacitor from CiMLoop's model).
+Measured (benchmarks/energy_validation.py; docs/energy.md), within a point at batch 8 to 64: left-out errors 1%
+(HERMES), 47% (IBM speech chip), 11% (NeuRRAM), 9% (22 nm ReRAM macro), 1% (7 nm SRAM macro), 17% (65 nm 1-bit
+SRAM); median 10%, worst 47%. Asserted: median <= 15%, worst <= 50% (the issue's bound; the IBM chip is 3 points
+inside it), HERMES within 10% of both its published figures. docs/energy.md lists the modelling choices made on
+these same chips, which the leave-one-out does not cover.
 """
 
 import statistics
@@ -31,18 +31,18 @@ def test_validation_set_has_six_chips_with_sources():
         assert "et al." in chip.energy.source and "not found" in chip.energy.source.lower(), published.preset
 
 
-def test_leave_one_out_median_within_25_and_worst_within_50_percent(rows):
+def test_leave_one_out_median_within_15_and_worst_within_50_percent(rows):
     errors = {name: row["left_out_error"] for name, row in rows.items()}
     print({name: f"{e:.0%}" for name, e in errors.items()})
-    assert statistics.median(errors.values()) <= 0.25
+    assert statistics.median(errors.values()) <= 0.15
     assert max(errors.values()) <= 0.50
 
 
-def test_hermes_left_out_within_25_percent_of_both_published_figures(rows):
-    """No constant is fitted to HERMES here: the fit is on the five other chips."""
+def test_hermes_left_out_within_10_percent_of_both_published_figures(rows):
+    """No constant is fitted to HERMES here: the fit is on the five other chips (the issue asks for 25%)."""
     row = rows["hermes"]
-    assert row["left_out"] == pytest.approx(row["published"], rel=0.25)
-    assert row["left_out"] == pytest.approx(HERMES_CORE.tops_per_watt, rel=0.25)
+    assert row["left_out"] == pytest.approx(row["published"], rel=0.10)
+    assert row["left_out"] == pytest.approx(HERMES_CORE.tops_per_watt, rel=0.10)
 
 
 def test_left_out_fit_differs_from_the_in_sample_fit_and_is_used(rows):

@@ -85,18 +85,20 @@ class EnergyConstants:
     # Width of a cell's access transistor on each line (its gate on the word line, its drain on the bit line),
     # in F: 4 F, the AccessCMOSWidth of NeuroSim's and CiMLoop's RRAM cell files.
     access_width_features: float = 4.0
-    # Clocked gate width of one register bit (a master-slave D flip-flop: two clocked transmission gates and two
-    # clocked inverters, each an NMOS and a PMOS of 2 F, as NeuroSim's DFF.cpp builds it): 16 F.
-    dff_clock_width_features: float = 16.0
+    # Clocked capacitance of one register bit per cycle, as a width of gate capacitance in F, following NeuroSim's
+    # DFF.cpp: every cycle switches four clock inverters (input and output capacitance) and the gates of two NMOS
+    # and two PMOS transmission-gate devices; NMOS 2 F, PMOS twice that (its pnSizeRatio of about 2), an
+    # inverter's output taken equal to its input: 4 x (6 F + 6 F) + 2 x 2 F + 2 x 4 F = 60 F.
+    dff_clock_width_features: float = 60.0
     # Current-mode readout (``energy.readout: "current"``): the front end works on a copy of the column
     # current drawn from vdd, in this ratio to the cell current. 1.0 is a unity mirror (the IBM speech chip's
     # per-column mirror, Ambrogio et al. 2023 Extended Data Fig. 2c, whose ratio is not published): an assumption.
     sense_mirror_ratio: float = 1.0
-    # FITTED to silicon (with sense_mirror_ratio): energy of the ADC front end and reference per conversion and
+    # FITTED to silicon (the only fitted constant): energy of the ADC front end and reference per conversion and
     # per resolved bit, at 45 nm and 0.9 V, scaled with the logic (node / 45 nm x (vdd / 0.9 V)^2): bias of the
     # comparators, integrator or oscillator, reference ladder or DAC, linearisation. Fitted on the validation
     # chips by benchmarks/energy_validation.py, which also fits it leaving each chip out (docs/energy.md).
-    adc_front_per_bit: float = 0.48e-12
+    adc_front_per_bit: float = 0.43e-12
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
