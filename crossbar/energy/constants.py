@@ -71,7 +71,7 @@ class EnergyConstants:
     murmann_foms_max_db: float = 180.14159078904734
     murmann_foms_intercept_db: float = 302.7387019052544
     murmann_foms_rolloff_db: float = 6.460790934271676
-    # --- Periphery (docs/energy.md, "The periphery"). ---
+    # --- Periphery: line drivers, ADC front end, register clocking (docs/energy.md, the model and constants). ---
     # Interconnect capacitance per metre of line: 0.2 fF/um, nearly constant across nodes because width and
     # spacing shrink together (Ho, Mai and Horowitz, "The future of wires", Proc. IEEE 89(4), 2001; the same
     # order as the local-wire tables of the ITRS/IRDS interconnect chapters and NeuroSim's technology files).
