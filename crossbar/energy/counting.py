@@ -34,6 +34,10 @@ class Activity:
     ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J (what the cells
     dissipate); ``array_charge``: sum V G t, C (the charge they conduct); ``macs`` of matrix products;
     ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
+    Periphery: ``row_pulses``: word-line drives summed over tiles (a row's pulse drives its line in every tile
+    column); ``tile_rows`` and ``tile_cols``: cells on a bit line and on a word line; ``clocked_bits``:
+    register bits clocked, summed over cycles and tiles (input codes per row, output codes per column, every
+    clock cycle of every read); ``psum_bytes``: partial sums written to and read back from a buffer.
     """
 
     name: str
@@ -52,6 +56,11 @@ class Activity:
     macs: float = 0.0
     digital: dict[str, float] = field(default_factory=dict)
     memory_bytes: float = 0.0
+    row_pulses: float = 0.0
+    tile_rows: int = 0
+    tile_cols: int = 0
+    clocked_bits: float = 0.0
+    psum_bytes: float = 0.0
 
     def add_digital(self, ops: dict[str, float]) -> None:
         for key, value in ops.items():
@@ -115,6 +124,14 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     )
     in_bytes = math.ceil(chip.dac.bits / 8)
     activity.memory_bytes += batch * (grid.in_features * in_bytes + grid.out_features * format_bytes(energy))
+    # periphery: every tile column repeats the word-line pulses; registers clock on every cycle of every read
+    activity.tile_rows, activity.tile_cols = grid.rows, grid.cols
+    activity.row_pulses += float(dac_actions) * grid.col_blocks
+    clock_cycles = max(1, math.ceil(window * energy.clock_hz - 1e-9))
+    register_bits = grid.rows * chip.dac.bits + grid.cols * chip.adc.bits
+    activity.clocked_bits += float(batch * grid.tiles * cycles * clock_cycles * register_bits)
+    # partial sums of all row blocks but one go to a buffer and come back to be added
+    activity.psum_bytes += 2.0 * batch * grid.out_features * (grid.row_blocks - 1) * format_bytes(energy)
 
 
 def _count_digital_tile(activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int) -> None:
