@@ -50,14 +50,6 @@ def fit_level_noise(
     return NoisePolynomial(mean=polyfit(x, mean[use], w, order), std=polyfit(x, std[use], w, order))
 
 
-def fit_time_table(stats: LevelStats, g_max: float, order: int) -> list[NoisePolynomial]:
-    """One mean/std polynomial per read time of ``stats`` (a ReRamWan2022-style time table)."""
-    return [
-        fit_level_noise(stats.target, stats.count[:, k], stats.mean[:, k], stats.std[:, k], g_max, order)
-        for k in range(stats.time.size)
-    ]
-
-
 @dataclass
 class PowerLaw:
     """Drift g(t) = g(0) ((t + t0) / t0)^-nu with nu ~ |N(nu_mean, nu_std)| per level (as aihwkit's PCM models).

@@ -41,6 +41,25 @@ def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def level_stats(targets: np.ndarray, conductance: np.ndarray, time: np.ndarray) -> LevelStats:
     """Statistics of conductance (N, T) S (NaN = not read) of cells with targets (N,) S at times (T,) s."""
     index, level_targets = assign_levels(targets)
+    return stats_of_levels(index, level_targets, targets, conductance, time)
+
+
+def split_cells(index: np.ndarray, seed: int) -> np.ndarray:
+    """(N,) True for the fit half of the cells, False for the validation half: within every level (``index``
+    (N,)) a seeded random half, the larger half (odd counts) fitted."""
+    rng = np.random.default_rng(seed)
+    fit = np.zeros(index.size, dtype=bool)
+    for level in np.unique(index):
+        cells = np.flatnonzero(index == level)
+        fit[rng.permutation(cells)[: (cells.size + 1) // 2]] = True
+    return fit
+
+
+def stats_of_levels(
+    index: np.ndarray, level_targets: np.ndarray, targets: np.ndarray, conductance: np.ndarray, time: np.ndarray
+) -> LevelStats:
+    """``level_stats`` with the levels given: cell i is in level index[i] (N,) of targets ``level_targets``
+    (L,) S; a level without cells has count 0 and NaN statistics."""
     deviation = conductance - targets[:, None]
     finite = np.isfinite(deviation)
     value = np.where(finite, deviation, 0.0)
@@ -55,5 +74,6 @@ def level_stats(targets: np.ndarray, conductance: np.ndarray, time: np.ndarray) 
         squares = np.zeros((levels, time.size))
         np.add.at(squares, index, centred**2)
         std = np.sqrt(squares / (count - 1))
+    mean[count < 1] = np.nan
     std[count < 2] = np.nan
     return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std)
