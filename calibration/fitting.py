@@ -37,13 +37,14 @@ from calibration.curve_fits import (
 from calibration.levels import LevelStats, assign_levels, level_stats, split_cells, stats_of_levels
 from calibration.reader import read
 from calibration.schema import SCHEMA_VERSION, Measurements, Relaxation
-from calibration.spread_fit import Selection, select, spread_table
+from calibration.spread_fit import Selection, can_validate, select, spread_table, without_validation
 from crossbar.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial
 
 POWER_LAW_TOLERANCE = 0.15  # largest relative std error of a power law that is still said to hold
 PREDICTION_DRAWS = 10000  # samples per level and time: the std of 10^4 draws scatters by 0.7 %
 PREDICTION_SEED = 12345
 SPLIT_SEED = 0
+NORMAL_MEDIAN_ABS = 0.6745  # median of |N(0, 1)|
 
 
 @dataclass
@@ -64,6 +65,11 @@ class Goodness:
         with np.errstate(invalid="ignore", divide="ignore"):
             error = (self.fitted_std - self.measured.std) / self.measured.std
         return np.where(self.fitted_levels, error, np.nan)
+
+    def noise_floor(self) -> np.ndarray:
+        """(L, T) the median |relative std error| a perfect model would show from the scatter of the measured
+        std alone (0.6745 standard errors, ``LevelStats.std_error``); NaN on unfitted levels."""
+        return np.where(self.fitted_levels, NORMAL_MEDIAN_ABS * self.measured.std_error(), np.nan)
 
 
 @dataclass
@@ -178,8 +184,16 @@ def _fit_relaxation(
 
     every = np.ones(index.size, dtype=bool)
     fit_stats, validation = stats_of(fit_half), stats_of(~fit_half)
+    if not can_validate(fit_stats, validation):
+        stats = stats_of(every)
+        result = _relaxation_model(r, index, every, stats, without_validation(stats, spread_model), g_max, base, order)
+        result.notes.append(
+            f"too few cells to hold half out (a level needs {MIN_CELLS_PER_LEVEL} reads in each half): "
+            "no model selection, and the goodness of fit is in-sample"
+        )
+        return result
     selection = select(fit_stats, validation, g_max, order, spread_model)
-    result = _relaxation_model(r, index, every, stats_of(every), selection, g_max, base, order, None)
+    result = _relaxation_model(r, index, every, stats_of(every), selection, g_max, base, order)
     held_out = _relaxation_model(
         r, index, fit_half, fit_stats, selection, g_max, base, order, result.drift_model == "power_law"
     )
@@ -196,7 +210,7 @@ def _relaxation_model(
     g_max: float,
     base: dict,
     order: int,
-    power_law: bool | None,
+    power_law: bool | None = None,
 ) -> FitResult:
     """The spread table or the power law fitted to ``cells`` (N,) bool with level statistics ``stats``;
     ``power_law`` None: the power law if it holds, else that choice imposed."""

@@ -13,13 +13,22 @@ BINNED_LEVELS = 32
 @dataclass
 class LevelStats:
     """Per level l and time k: ``target`` (L,) S, ``count`` (L, T) reads, ``mean`` and ``std`` (L, T) of the
-    deviation g - g_target in siemens (std with ddof=1; NaN where fewer than two reads)."""
+    deviation g - g_target in siemens (std with ddof=1; NaN where fewer than two reads), and ``kurtosis``
+    (L, T) its fourth central moment / std^4 (3 for Gaussian reads)."""
 
     target: np.ndarray
     time: np.ndarray
     count: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    kurtosis: np.ndarray
+
+    def std_error(self) -> np.ndarray:
+        """(L, T) relative standard error of each std from its reads' own scatter (large-sample formula
+        Var(s^2) = (mu4 - sigma^4 (n - 3) / (n - 1)) / n, so se(s) / s = sqrt((kurtosis - (n-3)/(n-1)) / 4n))."""
+        n = self.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(np.maximum(self.kurtosis - (n - 3) / (n - 1), 0.0) / (4 * n))
 
 
 def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +80,12 @@ def stats_of_levels(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
         centred = np.where(finite, deviation - mean[index], 0.0)
-        squares = np.zeros((levels, time.size))
+        squares, fourth = np.zeros((levels, time.size)), np.zeros((levels, time.size))
         np.add.at(squares, index, centred**2)
+        np.add.at(fourth, index, centred**4)
         std = np.sqrt(squares / (count - 1))
+        kurtosis = fourth / count / (squares / count) ** 2
     mean[count < 1] = np.nan
     std[count < 2] = np.nan
-    return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std)
+    kurtosis[count < 2] = np.nan
+    return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std, kurtosis=kurtosis)

@@ -4,8 +4,9 @@ every read time, chosen on held-out cells, and the empirical quantiles of each l
 Candidate forms of a curve through the per-level statistics (x = g_target / g_max):
 
 - ``spline``: a cubic smoothing spline (``scipy.interpolate.UnivariateSpline``, FITPACK) of log std (of the
-  mean offset for the mean), each level weighted by the inverse standard error of its value (sqrt(2 (n - 1))
-  for log std, sqrt(n) / std for the mean), smoothing ``s = smoothing x levels`` (the weighted squared
+  mean offset for the mean), each level weighted by the inverse standard error of its value (from the
+  level's kurtosis for log std, ``LevelStats.std_error``, at most the Gaussian sqrt(2 (n - 1)); sqrt(n) / std
+  for the mean), smoothing ``s = smoothing x levels`` (the weighted squared
   residuals allowed; 1 is what the levels' own sampling scatter gives for Gaussian reads) on a log grid;
 - ``linear``: the level statistics joined by straight lines (binned statistics, interpolated);
 - ``polynomial``: a polynomial of order ``order`` in x through the std (weights sqrt(count)), the
@@ -93,7 +94,8 @@ def std_curve(candidate: Candidate, stats: LevelStats, k: int, g_max: float, ord
     """The std of g - g_target (S) at time index k against x = g_target / g_max, fitted to ``stats``."""
     use = fitted_levels(stats, k)
     count, std = stats.count[use, k], stats.std[use, k]
-    return _curve(candidate, stats.target[use] / g_max, std, np.sqrt(2 * (count - 1)), count, True, order)
+    weight = 1 / np.maximum(stats.std_error()[use, k], 1 / np.sqrt(2 * (count - 1)))  # heavy tails weigh less
+    return _curve(candidate, stats.target[use] / g_max, std, weight, count, True, order)
 
 
 def mean_curve(candidate: Candidate, stats: LevelStats, k: int, g_max: float, order: int) -> Curve:
@@ -120,16 +122,36 @@ def _score(curve: Curve, x: np.ndarray, measured: np.ndarray, scale: np.ndarray)
         return float(np.median(np.abs(curve(x) - measured) / scale))
 
 
+def can_validate(fit: LevelStats, validation: LevelStats) -> bool:
+    """Whether every time has two levels to fit in the fit half and one to score in the validation half."""
+    return all(
+        fitted_levels(fit, k).sum() >= 2 and fitted_levels(validation, k).any() for k in range(fit.time.size)
+    )
+
+
+def without_validation(stats: LevelStats, spread_model: str) -> Selection:
+    """The choice when the cells are too few to hold half out: a spline of smoothing 1 (the levels' own
+    scatter) where there are enough levels, else straight lines; ``spread_model`` if not "auto"."""
+    chosen = []
+    for k in range(stats.time.size):
+        levels = int(fitted_levels(stats, k).sum())
+        if levels < 2:
+            raise SchemaError(
+                f"t = {stats.time[k]:g} s: needs two levels with {MIN_CELLS_PER_LEVEL} or more reads (got {levels})"
+            )
+        if spread_model == "auto":
+            chosen.append(Candidate("spline", 1.0) if levels >= MIN_SPLINE_LEVELS else Candidate("linear"))
+        else:
+            chosen.append(candidates(levels, spread_model)[len(SMOOTHING) // 2 if spread_model == "spline" else 0])
+    return Selection(chosen, list(chosen))
+
+
 def select(fit: LevelStats, validation: LevelStats, g_max: float, order: int, spread_model: str) -> Selection:
-    """Choose at every time the std and mean curves with the lowest validation error (see module docstring)."""
+    """Choose at every time the std and mean curves with the lowest validation error (see module docstring);
+    needs ``can_validate``."""
     selection = Selection([], [])
     for k in range(fit.time.size):
         use_fit, use_val = fitted_levels(fit, k), fitted_levels(validation, k)
-        if use_fit.sum() < 2 or not use_val.any():
-            raise SchemaError(
-                f"t = {fit.time[k]:g} s: needs two levels with {MIN_CELLS_PER_LEVEL} or more reads in the fit half "
-                f"and one in the validation half (got {int(use_fit.sum())} and {int(use_val.sum())})"
-            )
         x = validation.target[use_val] / g_max
         measured_std, measured_mean = validation.std[use_val, k], validation.mean[use_val, k]
         std_errors, mean_errors = {}, {}
