@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from calibration.levels import LevelStats
 from calibration.schema import ReadNoise, SchemaError
 
 MIN_CELLS_PER_LEVEL = 20  # levels with fewer reads are too noisy to fit and are left out (and reported)

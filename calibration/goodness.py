@@ -45,9 +45,7 @@ def _selection_lines(result: FitResult) -> list[str]:
             form = label.split()[0]
             best[form] = min(best.get(form, np.inf), error)
         forms = ", ".join(f"{form} {error:.1%}" for form, error in best.items())
-        lines.append(
-            f"    t = {t:g} s: std {selection.std[k].label()}, mean {selection.mean[k].label()} ({forms})"
-        )
+        lines.append(f"    t = {t:g} s: std {selection.std[k].label()}, mean {selection.mean[k].label()} ({forms})")
     return lines
 
 
@@ -79,7 +77,7 @@ def format_fit(result: FitResult) -> str:
     spread = (result.validation_profile or profile).spread
     if spread is not None:
         lo, hi = spread.conductance[0], spread.conductance[-1]
-        lines.append(f"  modelled conductance range {lo * MICRO:.3f} to {hi * MICRO:.3f} uS ({spread.outside} outside: *)")
+        lines.append(f"  modelled range {lo * MICRO:.3f} to {hi * MICRO:.3f} uS ({spread.outside} outside it: *)")
     lines.append("  std of g - g_target per level and time: measured / fitted uS (relative error); - = not fitted")
     lines.append("  target uS  cells | " + " | ".join(f"{f't = {t:g} s':^22}" for t in stats.time))
     unfitted = 0
@@ -140,7 +138,8 @@ def plot_fit(result: FitResult, path: str | os.PathLike) -> None:
     ax_error.plot(stats.target[scored] * MICRO, level_floor, "k--", lw=1, label="noise floor (median over times)")
     ax_error.plot(stats.target[scored] * MICRO, -level_floor, "k--", lw=1)
     half = "validation half" if result.validation is not None else "measured"
-    ax_std.set(xlabel="target conductance (uS)", ylabel="std of g (uS)", title=f"spread: {half} (dots), profile (lines)")
+    ax_std.set(xlabel="target conductance (uS)", ylabel="std of g (uS)")
+    ax_std.set_title(f"spread: {half} (dots), profile (lines)")
     ax_mean.set(xlabel="target conductance (uS)", ylabel="mean of g - g_target (uS)", title="mean offset")
     ax_error.set(xlabel="target conductance (uS)", ylabel="(fitted - measured) / measured std (%)", ylim=(-60, 60))
     ax_error.set_title("relative std error per level and time")

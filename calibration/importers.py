@@ -168,10 +168,10 @@ def relaxation_file(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise SchemaError(f"{path}: no such file or folder")
-    found = sorted(path.glob("relaxdata*.tsv.gz"))
+    found = sorted([*path.glob("relaxdata*.tsv.gz"), *path.glob("relaxdata*.tsv")])
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
-        raise SchemaError(f"{path}: needs exactly one relaxdata*.tsv.gz (found {names}); pass the file instead")
+        raise SchemaError(f"{path}: needs exactly one relaxdata*.tsv(.gz) (found {names}); pass the file instead")
     return found[0]
 
 
@@ -199,9 +199,7 @@ def import_relaxation(path: str | os.PathLike) -> Measurements:
     windows, settings_times = _settings_times(path, settings)
     data = _load_tsv(path, len(LEVY_COLUMNS))
     if data.shape[1] != len(LEVY_COLUMNS):
-        raise SchemaError(
-            f"{path}: {data.shape[1]} columns; expected {len(LEVY_COLUMNS)}: {', '.join(LEVY_COLUMNS)}"
-        )
+        raise SchemaError(f"{path}: {data.shape[1]} columns; expected {len(LEVY_COLUMNS)}: {', '.join(LEVY_COLUMNS)}")
     skipped = {}
     finite = np.all(np.isfinite(data[:, [0, 3, 4, 5, 6]]), axis=1)
     if not finite.all():

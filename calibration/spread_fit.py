@@ -124,9 +124,7 @@ def _score(curve: Curve, x: np.ndarray, measured: np.ndarray, scale: np.ndarray)
 
 def can_validate(fit: LevelStats, validation: LevelStats) -> bool:
     """Whether every time has two levels to fit in the fit half and one to score in the validation half."""
-    return all(
-        fitted_levels(fit, k).sum() >= 2 and fitted_levels(validation, k).any() for k in range(fit.time.size)
-    )
+    return all(fitted_levels(fit, k).sum() >= 2 and fitted_levels(validation, k).any() for k in range(fit.time.size))
 
 
 def without_validation(stats: LevelStats, spread_model: str) -> Selection:

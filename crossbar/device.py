@@ -117,9 +117,10 @@ class ProfileNoiseModel(BaseNoiseModel):
     the power-law drift through ``CustomDriftPCMLikeNoiseModel`` (its g/nu tables; its own read noise off),
     each time of a relaxation table through ``ReRamWan2022NoiseModel`` (its ``coeff_dic``). This class adds
     what they cannot: the mean offsets, the interpolation of a relaxation table between its times, the
-    nonparametric spread table (tabulated mean and std, empirical quantiles: ``crossbar.spread_table``, drawn
-    from torch's seeded generator) and the read noise polynomial (one read at t_inference). Siemens quantities of the profile are scaled by
-    chip g_max / profile g_max; aihwkit clamps at 0 before the mean offset is added, this class after.
+    nonparametric spread table (tabulated mean and std, empirical quantiles: ``crossbar.spread_table``,
+    drawn from torch's seeded generator) and the read noise polynomial (one read at t_inference). Siemens
+    quantities of the profile are scaled by chip g_max / profile g_max; aihwkit clamps at 0 before the mean
+    offset is added, this class after.
     """
 
     def __init__(self, profile: DeviceProfile, g_max_us: float, device: DeviceConfig | None = None) -> None:

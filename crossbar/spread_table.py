@@ -148,21 +148,24 @@ class SpreadTable:
         i = np.clip(np.searchsorted(p, u, side="right") - 1, 0, p.size - 2)
         frac = (u - p[i]) / (p[i + 1] - p[i])
         flat = rows.ravel()
-        # the blend sum_c weight_c Q_c of the corner tables' quantile functions, at u, and its variance
+        # the blend sum_c weight_c Q_c of the corner tables' quantile functions at u, standardised by its moments
         z = np.zeros(u.size)
         for row, weight in corners:
             at = row * p.size + i
             z += weight * (flat[at] + frac * (flat[at + 1] - flat[at]))
-        gram = _gram(rows, p)
-        variance = np.zeros(u.size)
+        gram, means = _gram(rows, p)
+        mean = sum(weight * means[row] for row, weight in corners)
+        second = np.zeros(u.size)
         for first, (row_a, weight_a) in enumerate(corners):
             for row_b, weight_b in corners[first:]:
-                variance += (1 if row_b is row_a else 2) * weight_a * weight_b * gram[row_a, row_b]
-        return (z / np.sqrt(np.maximum(variance, 1e-30))).reshape(g_target.shape)
+                second += (1 if row_b is row_a else 2) * weight_a * weight_b * gram[row_a, row_b]
+        return ((z - mean) / np.sqrt(np.maximum(second - mean**2, 1e-30))).reshape(g_target.shape)
 
 
-def _gram(rows: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """E[Q_a(U) Q_b(U)] (R, R) for the piecewise-linear quantile functions ``rows`` (R, Q), U ~ U(0, 1)."""
+def _gram(rows: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E[Q_a(U) Q_b(U)] (R, R) and E[Q_a(U)] (R,) for the piecewise-linear quantile functions ``rows``
+    (R, Q) at ``probabilities`` (Q,), U ~ U(0, 1)."""
     h = np.diff(probabilities)
     lo, hi = rows[:, :-1], rows[:, 1:]
-    return ((2 * lo * h) @ lo.T + (lo * h) @ hi.T + (hi * h) @ lo.T + (2 * hi * h) @ hi.T) / 6
+    gram = ((2 * lo * h) @ lo.T + (lo * h) @ hi.T + (hi * h) @ lo.T + (2 * hi * h) @ hi.T) / 6
+    return gram, (lo + hi) @ h / 2
