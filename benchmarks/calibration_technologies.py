@@ -4,7 +4,7 @@
 For every technology folder of the RRAM relaxation data (``relaxdata*.tsv.gz`` beside ``settings.json``):
 convert it (``crossbar convert relaxation``), split each level's cells into a fit and a validation half
 (seed 0), and score on the validation half, per read time, the median |relative std error| of two profiles
-fitted to the fit half, both sampled through ``crossbar.device`` (10^4 draws per level and time):
+fitted to the fit half, both sampled through ``crossbar.device`` (``fitting.PREDICTION_DRAWS`` per level and time):
 
   quartic  the model used before: a mean-offset and a std polynomial of order 4 in g_target / g_max at
            every time (``RelaxationTable``, the ReRamWan2022 form, Gaussian)
@@ -70,9 +70,10 @@ def technology(name: str, folder: Path, order: int) -> dict[str, Any]:
     from calibration import fitting, importers
     from calibration.levels import assign_levels, split_cells, stats_of_levels
 
+    source = importers.relaxation_file(folder)
     with tempfile.TemporaryDirectory() as temporary:
         path = Path(temporary) / f"{name}.h5"
-        importers.convert("relaxation", folder, path)
+        importers.convert("relaxation", source, path)
         data = calibration.read(path)
     start = time.perf_counter()
     result = fitting.fit_measurements(data, name, order)
@@ -88,7 +89,10 @@ def technology(name: str, folder: Path, order: int) -> dict[str, Any]:
     in_sample = fitting.goodness(quartic_profile(result.stats, data.g_max, order, name), result.stats)
     floor = np.nanmedian(new.noise_floor(), axis=0)
     summary = {
-        "folder": str(folder.resolve().relative_to(ROOT.parent)),
+        "file": str(
+            source.resolve().relative_to(ROOT.parent) if source.resolve().is_relative_to(ROOT.parent) else source
+        ),
+        "sha256": fitting.file_sha256(source),
         "g_max_S": data.g_max,
         "cells": int(r.cell.size),
         "validation_cells": int(np.sum(~fit_half)),
@@ -120,7 +124,9 @@ def main() -> None:
     for name, folder in technologies.items():
         summary = technology(name, Path(folder), args.order)
         results["technologies"][name] = summary
-        print(f"{name} ({summary['cells']} cells, {summary['validation_cells']} held out), fit {summary['fit_s']:.2f} s")
+        print(
+            f"{name} ({summary['cells']} cells, {summary['validation_cells']} held out), fit {summary['fit_s']:.2f} s"
+        )
         print("  t (s)      " + " ".join(f"{t:>8g}" for t in summary["times_s"]))
         for label, values in (
             ("quartic", summary["quartic"]["median_abs_std_error"]),

@@ -185,13 +185,22 @@ def _quantiles(
     with MIN_TAIL_CELLS reads or more at every time."""
     keep = np.all(stats.count >= MIN_TAIL_CELLS, axis=1) & (stats.target >= grid[0]) & (stats.target <= grid[-1])
     p = np.asarray(PROBABILITIES, dtype=np.float64)
-    deviation = conductance - targets[:, None]
-    tables = np.empty((stats.time.size, int(keep.sum()), p.size))
-    for column, level in enumerate(np.flatnonzero(keep)):
-        rows = deviation[index == level]
-        for k in range(stats.time.size):
-            reads = rows[np.isfinite(rows[:, k]), k]
-            tables[k, column] = np.quantile((reads - stats.mean[level, k]) / stats.std[level, k], p)
+    levels = np.flatnonzero(keep)
+    tables = np.empty((stats.time.size, levels.size, p.size))
+    for k in range(stats.time.size):
+        read = np.isfinite(conductance[:, k]) & keep[index]
+        level, deviation = index[read], conductance[read, k] - targets[read]
+        order = np.lexsort((deviation, level))  # by level, then by deviation
+        ordered = deviation[order]
+        count = stats.count[levels, k].astype(np.int64)
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        position = p[None, :] * (count[:, None] - 1)  # np.quantile's linear rule, per level
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, count[:, None] - 1)
+        values = ordered[start[:, None] + low] + (position - low) * (
+            ordered[start[:, None] + high] - ordered[start[:, None] + low]
+        )
+        tables[k] = (values - stats.mean[levels, k][:, None]) / stats.std[levels, k][:, None]
     return stats.target[keep].tolist(), standardise(tables, p).tolist()
 
 
