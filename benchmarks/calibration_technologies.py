@@ -4,7 +4,8 @@
 For every technology folder of the RRAM relaxation data (``relaxdata*.tsv.gz`` beside ``settings.json``):
 convert it (``crossbar convert relaxation``), split each level's cells into a fit and a validation half
 (seed 0), and score on the validation half, per read time, the median |relative std error| of two profiles
-fitted to the fit half, both sampled through ``crossbar.device`` (``fitting.PREDICTION_DRAWS`` per level and time):
+fitted to the fit half (``fitting.goodness``: the quartic sampled through ``crossbar.device``, ``--draws`` per
+level and time; the spread table's exact moments, its sampling checked in tests):
 
   quartic  the model used before: a mean-offset and a std polynomial of order 4 in g_target / g_max at
            every time (``RelaxationTable``, the ReRamWan2022 form, Gaussian)
@@ -116,11 +117,15 @@ def main() -> None:
     parser.add_argument("--tech", action="append", default=[], help="NAME=FOLDER (repeatable; default techC, techB)")
     parser.add_argument("--order", type=int, default=4, help="order of the quartic baseline")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--draws", type=int, default=20000, help="samples per level and time of the quartic")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     threading = configure_threads(args.threads, "default")
+    from calibration import fitting
+
+    fitting.PREDICTION_DRAWS = args.draws
     technologies = dict(item.split("=", 1) for item in args.tech) if args.tech else default_technologies()
-    results: dict[str, Any] = {"machine": machine_info(threading), "technologies": {}}
+    results: dict[str, Any] = {"machine": machine_info(threading), "draws": args.draws, "technologies": {}}
     for name, folder in technologies.items():
         summary = technology(name, Path(folder), args.order)
         results["technologies"][name] = summary

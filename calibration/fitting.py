@@ -9,8 +9,8 @@ the std it predicts (closed form, ``curve_fits.power_law_moments``) is within ``
 measured std at every fitted level and time (it then also extrapolates in time); otherwise the table is kept
 (RRAM relaxes, it does not drift like PCM). The profile returned is fitted to all cells with the choices
 made; the same fit on the fit half alone (``FitResult.validation_profile``) is what the goodness of fit
-(``goodness``) scores against the validation half, with the profile's own samples (``PREDICTION_DRAWS`` per
-level and time, fixed seeds).
+(``goodness``) scores against the validation half: a spread table's exact moments, other forms' own samples
+(``PREDICTION_DRAWS`` per level and time, fixed seeds).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from calibration.spread_fit import Selection, can_validate, select, spread_table
 from crossbar.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial
 
 POWER_LAW_TOLERANCE = 0.15  # largest relative std error of a power law that is still said to hold
-PREDICTION_DRAWS = 4000  # samples per level and time: the std of 4000 Gaussian draws scatters by 1.1 %
+PREDICTION_DRAWS = 4000  # samples per level and time (forms other than a spread table): std scatter 1.1 %
 PREDICTION_SEED = 12345
 SPLIT_SEED = 0
 NORMAL_MEDIAN_ABS = 0.6745  # median of |N(0, 1)|
@@ -94,8 +94,13 @@ class FitResult:
 
 
 def goodness(profile: DeviceProfile, stats: LevelStats) -> Goodness:
-    """Mean offset and std of the profile's own samples at the measured level targets and times (levels
-    outside the profile's conductance range take its clamped statistics: what a simulation would use)."""
+    """Mean offset and std of the profile at the measured level targets and times: a spread table's exact
+    moments (``SpreadTable.moments``; its sampling reproduces them, tests/test_calibration_spread.py), else
+    the mean and std of the profile's own samples. Levels outside the profile's conductance range take its
+    clamped statistics, what a simulation would use."""
+    if profile.spread is not None:
+        moments = [profile.spread.moments(stats.target, float(t)) for t in stats.time]
+        return Goodness(stats, np.stack([m for m, _ in moments], axis=1), np.stack([s for _, s in moments], axis=1))
     draws = np.repeat(stats.target[:, None], PREDICTION_DRAWS, axis=1)
     mean = np.empty(stats.count.shape)
     std = np.empty_like(mean)
