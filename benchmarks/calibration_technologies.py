@@ -13,7 +13,8 @@ level and time; the spread table's exact moments, its sampling checked in tests)
            empirical quantiles (``calibration.spread_fit``)
 
 with the noise floor (the median |error| a perfect model would show from the scatter of the held-out std
-alone) and, for reference, the quartic's in-sample error on all cells (the number quoted before). Defaults:
+alone) and, for reference, the quartic's in-sample error on all cells (the number quoted before); a plot
+per technology (docs/figures/calibration_heldout_NAME.png). Defaults:
 techC (../shared/data, the technology the calibration was developed on) and techB (the never-seen one: its
 full folder in ../shared/data if present, else the half of its cells shipped in tests/data).
 
@@ -64,11 +65,11 @@ def per_time(goodness: Any) -> dict[str, list[float]]:
     }
 
 
-def technology(name: str, folder: Path, order: int) -> dict[str, Any]:
+def technology(name: str, folder: Path, order: int, figure: Path) -> dict[str, Any]:
     import numpy as np
 
     import calibration
-    from calibration import fitting, importers
+    from calibration import fitting, goodness, importers
     from calibration.levels import assign_levels, split_cells, stats_of_levels
 
     source = importers.relaxation_file(folder)
@@ -86,6 +87,8 @@ def technology(name: str, folder: Path, order: int) -> dict[str, Any]:
         index[fit_half], targets, r.target_conductance[fit_half], r.conductance[fit_half], r.time
     )
     new = fitting.goodness(result.validation_profile, result.validation)
+    result.goodness = new
+    goodness.plot_fit(result, figure)
     quartic = fitting.goodness(quartic_profile(stats_fit, data.g_max, order, name), result.validation)
     in_sample = fitting.goodness(quartic_profile(result.stats, data.g_max, order, name), result.stats)
     floor = np.nanmedian(new.noise_floor(), axis=0)
@@ -119,6 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--draws", type=int, default=20000, help="samples per level and time of the quartic")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures", help="held-out fit plots")
     args = parser.parse_args()
     threading = configure_threads(args.threads, "default")
     from calibration import fitting
@@ -127,7 +131,8 @@ def main() -> None:
     technologies = dict(item.split("=", 1) for item in args.tech) if args.tech else default_technologies()
     results: dict[str, Any] = {"machine": machine_info(threading), "draws": args.draws, "technologies": {}}
     for name, folder in technologies.items():
-        summary = technology(name, Path(folder), args.order)
+        figure = args.figures / f"calibration_heldout_{name}.png"
+        summary = technology(name, Path(folder), args.order, figure)
         results["technologies"][name] = summary
         print(
             f"{name} ({summary['cells']} cells, {summary['validation_cells']} held out), fit {summary['fit_s']:.2f} s"
