@@ -154,11 +154,12 @@ class SpreadTable:
             at = row * p.size + i
             z += weight * (flat[at] + frac * (flat[at + 1] - flat[at]))
         gram, means = _gram(rows, p)
+        gram = gram.ravel()  # 1-d gathers are several times faster than 2-d fancy indexing
         mean = sum(weight * means[row] for row, weight in corners)
         second = np.zeros(u.size)
         for first, (row_a, weight_a) in enumerate(corners):
             for row_b, weight_b in corners[first:]:
-                second += (1 if row_b is row_a else 2) * weight_a * weight_b * gram[row_a, row_b]
+                second += (1 if row_b is row_a else 2) * weight_a * weight_b * gram[row_a * rows.shape[0] + row_b]
         return ((z - mean) / np.sqrt(np.maximum(second - mean**2, 1e-30))).reshape(g_target.shape)
 
 
