@@ -20,6 +20,7 @@ nearest measured edge with a warning (``"clamp"``, the default): never silently.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -103,6 +104,12 @@ class SpreadTable:
         if self.outside not in OUTSIDE_POLICIES:
             raise ProfileError(f"spread.outside: must be one of {OUTSIDE_POLICIES} (got {self.outside!r})")
 
+    @functools.cached_property
+    def _moments_of_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``_gram`` of the quantile tables (T L rows), computed once per table."""
+        p = np.asarray(self.probabilities)
+        return _gram(np.asarray(self.quantiles).reshape(-1, p.size), p)
+
     def check_range(self, g_target: np.ndarray) -> None:
         """Refuse (``outside="error"``) or warn about (``"clamp"``) targets (S) outside the measured grid."""
         lo, hi = self.conductance[0], self.conductance[-1]
@@ -153,7 +160,7 @@ class SpreadTable:
         for row, weight in corners:
             at = row * p.size + i
             z += weight * (flat[at] + frac * (flat[at + 1] - flat[at]))
-        gram, means = _gram(rows, p)
+        gram, means = self._moments_of_tables
         gram = gram.ravel()  # 1-d gathers are several times faster than 2-d fancy indexing
         mean = sum(weight * means[row] for row, weight in corners)
         second = np.zeros(u.size)
@@ -165,8 +172,8 @@ class SpreadTable:
 
 def _gram(rows: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """E[Q_a(U) Q_b(U)] (R, R) and E[Q_a(U)] (R,) for the piecewise-linear quantile functions ``rows``
-    (R, Q) at ``probabilities`` (Q,), U ~ U(0, 1)."""
+    (R, Q) at ``probabilities`` (Q,), U ~ U(0, 1). einsum without BLAS: no thread pool for a small product."""
     h = np.diff(probabilities)
     lo, hi = rows[:, :-1], rows[:, 1:]
-    gram = ((2 * lo * h) @ lo.T + (lo * h) @ hi.T + (hi * h) @ lo.T + (2 * hi * h) @ hi.T) / 6
-    return gram, (lo + hi) @ h / 2
+    gram = np.einsum("aq,bq,q->ab", 2 * lo + hi, lo, h) + np.einsum("aq,bq,q->ab", lo + 2 * hi, hi, h)
+    return gram / 6, (lo + hi) @ h / 2
