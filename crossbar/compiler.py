@@ -120,7 +120,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
             "adc.mode / dac.mode is 'calibrated': pass sample inputs, "
             "crossbar.compile(model, chip, calibration_inputs=x)"
         )
-    compiled = copy.deepcopy(model)
+    compiled = _copy_sharing_mapped_weights(model)
     hpd_digital = hpd_transform.apply(compiled, hpd) if hpd is not None else {}
     for name, opts in hpd_digital.items():
         if digital_map.setdefault(name, opts) is not opts:
@@ -154,6 +154,23 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
     if needs_calibration:
         calibrate(compiled, calibration_inputs)
     return compiled
+
+
+def _copy_sharing_mapped_weights(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, except the parameters that only one mapped layer holds (a layer that occurs
+    once): those stay shared with ``model`` until ``compile`` replaces the layer by its tiles, which take their
+    own copy. So compiling never holds three copies of the weights (model, deep copy, tiles) at once."""
+    occurrences: dict[int, int] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        occurrences[id(module)] = occurrences.get(id(module), 0) + 1
+        for parameter in module.parameters(recurse=False):
+            occurrences[id(parameter)] = occurrences.get(id(parameter), 0) + 1
+    modules = dict(model.named_modules())
+    memo: dict[int, object] = {}
+    for name in mapped_layers(model):
+        if occurrences[id(modules[name])] == 1:
+            memo.update({id(p): p for p in modules[name].parameters(recurse=False) if occurrences[id(p)] == 1})
+    return copy.deepcopy(model, memo)
 
 
 def calibrate(compiled: nn.Module, inputs: torch.Tensor | tuple) -> None:

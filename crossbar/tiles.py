@@ -26,8 +26,8 @@ from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
-# Cells per device in one programming part (``AnalogTiles._parts``): 2 MB of float64 conductances each.
-PART_CELLS = 1 << 18
+# Cells per device in one programming part (``AnalogTiles._parts``): one 256 x 256 tile, 0.5 MB of float64.
+PART_CELLS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class AnalogTiles:
     """
 
     def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
-        weight = np.asarray(weight, dtype=np.float64)
+        weight = np.asarray(weight)  # (out, in); each programming part is read in float64 (``_program``)
         self.chip = chip
         self.seed = seed
         self.grid = TileGrid.for_shape(weight.shape[1], weight.shape[0], chip.tile)

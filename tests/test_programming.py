@@ -60,3 +60,31 @@ def test_parts_continue_one_stream_of_draws(monkeypatch):
     twin = AnalogTiles(twice, chip, seed=11)
     np.testing.assert_array_equal(twin.weights[:32], tiles.weights[:32])
     assert not np.array_equal(twin.weights[32:], twin.weights[:32])
+
+
+def test_compile_shares_no_tensor_with_the_original_model():
+    """Compile lets the layers it maps read the original weights instead of a deep copy (memory), but the
+    compiled model keeps no tensor of the original: not through a layer used twice nor through tied weights."""
+    import torch
+    from torch import nn
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 8)
+            self.body = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 10, bias=False)
+            self.head.weight = self.embed.weight  # tied, as in language models
+            self.twice = nn.Linear(8, 8)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.twice(self.twice(self.body(self.embed(tokens)))))
+
+    model = Tied()
+    model.again = model.twice  # one module at two places
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    compiled = crossbar.compile(model, crossbar.ChipConfig.preset("ideal"))
+    original = {p.data_ptr() for p in model.parameters()}
+    assert not [n for n, p in compiled.named_parameters() if p.data_ptr() in original]
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, before[name], rtol=0, atol=0)
