@@ -46,7 +46,7 @@ def _check_network(conductances: np.ndarray, r_wl: float, r_bl: float) -> np.nda
     return g
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _word_line_inverse(g_row: np.ndarray, gw: float) -> np.ndarray:
     """Dense inverse of one word line's matrix A = gw L + diag(g_row) (C x C), by the Thomas algorithm on the
     identity. L is the chain Laplacian with the driver at the left end: diagonal 2 (1 at the far end),
@@ -105,7 +105,7 @@ def effective_conductance(conductances: np.ndarray, r_wl: float, r_bl: float) ->
 # side (A's Rt is B's L; the upper one's B is the lower one's T): their sum is eliminated onto the rest.
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _site_laplacians(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     """(H * W, 4, 4) Laplacians of the single sites on [L, Rt, T, B]: wire gw, cell g[i, j], wire gb."""
     height, width = g.shape
@@ -119,7 +119,7 @@ def _site_laplacians(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scatter(work: np.ndarray, block: np.ndarray, position: np.ndarray) -> None:
     """work[position[x], position[y]] += block[x, y], reading only the lower triangle x >= y of a symmetric
     block (the BLAS stage keeps lower triangles alone)."""
@@ -132,7 +132,7 @@ def _scatter(work: np.ndarray, block: np.ndarray, position: np.ndarray) -> None:
         work[px, px] += block[x, x]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _assemble(size: int, block_a: np.ndarray, position_a: np.ndarray, block_b: np.ndarray, position_b: np.ndarray):
     work = np.zeros((size, size))
     _scatter(work, block_a, position_a)
@@ -140,7 +140,7 @@ def _assemble(size: int, block_a: np.ndarray, position_a: np.ndarray, block_b: n
     return work
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _schur_small(work: np.ndarray, s: int, y: np.ndarray, out: np.ndarray) -> None:
     """out = K - C^T X^-1 C for the symmetric work = [[X, C], [C^T, K]], X s x s: Cholesky X = U^T U (rows
     of U written over X's rows), Y = U^-T C (s x p, into y), then K - Y^T Y by rank-4 updates."""
@@ -181,7 +181,7 @@ def _schur_small(work: np.ndarray, s: int, y: np.ndarray, out: np.ndarray) -> No
             out[i, j] = out[j, i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _merge_level(
     blocks: np.ndarray, first: np.ndarray, second: np.ndarray, map_a: np.ndarray, map_b: np.ndarray, n: int, s: int
 ) -> np.ndarray:

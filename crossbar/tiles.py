@@ -14,6 +14,8 @@ analog one through the simulated hardware. Gradients are not handled here (see `
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,8 +151,16 @@ class AnalogTiles:
         """Program the layer part by part (``_parts``), each from the next draws of one seeded stream, and
         keep only what the forward pass and the energy model read: at most one part's float64 conductances
         exist at a time, so the transient memory is a few MB whatever the layer's size."""
-        chip, grid = self.chip, self.grid
+        chip = self.chip
         stream = device.ProgrammingStream(chip.device, chip.mapping, self.seed)
+        threads = 1 if chip.wires.ideal else torch.get_num_threads()
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            self._program_parts(crossbar_matrix, stream, pool)
+
+    def _program_parts(
+        self, crossbar_matrix: np.ndarray, stream: device.ProgrammingStream, pool: ThreadPoolExecutor | None
+    ) -> None:
+        chip, grid = self.chip, self.grid
         self.block_weights = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
         self.digital_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
         self.full_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
@@ -168,7 +178,7 @@ class AnalogTiles:
             conductances = stream.program(conductance_targets(normalised, chip.mapping))
             read = conductances.at_inference
             if not chip.wires.ideal:
-                read = self._with_ir_drop(read, part)
+                read = self._with_ir_drop(read, part, pool)
             # Padding cells are not on the computed path: zero them so no statistic counts them.
             used = part.pad(np.ones((part.in_features, part.out_features)))
             realised = effective_weights(read, chip.mapping) * used
@@ -205,23 +215,33 @@ class AnalogTiles:
             for c in range(0, grid.col_blocks, run)
         ]
 
-    def _with_ir_drop(self, conductances: np.ndarray, part: TileGrid) -> np.ndarray:
+    def _with_ir_drop(self, conductances: np.ndarray, part: TileGrid, pool: ThreadPoolExecutor | None) -> np.ndarray:
         """(k, 1, rows, C, cols) cell conductances of one row block's part -> effective conductances M of
-        every array (tile and device).
+        every array (tile and device), the arrays solved side by side on ``pool``'s threads (each holds BLAS
+        to one thread; the solves release the GIL).
 
         A partly used tile holds its weights in the rows next to the sense amplifiers and the columns next to
         the drivers; its unused cells are left unprogrammed (open), so they neither load nor lengthen the
         wires and each array is solved on its used block alone.
         """
-        wires = self.chip.wires
-        effective = np.zeros_like(conductances)
+        wires, devices = self.chip.wires, conductances.shape[0]
+        cells = np.ascontiguousarray(conductances).reshape(devices, part.rows, -1)  # (k, rows, C * cols)
+        effective = np.zeros_like(cells)
         used_rows = part.in_features
-        for c in range(part.col_blocks):
-            used_cols = min(part.cols, part.out_features - c * part.cols)
-            for k in range(conductances.shape[0]):
-                cells = conductances[k, 0, :used_rows, c, :used_cols]
-                effective[k, 0, :used_rows, c, :used_cols] = irdrop.effective_conductance(cells, wires.r_wl, wires.r_bl)
-        return effective
+        arrays = [
+            (k, slice(c * part.cols, min((c + 1) * part.cols, part.out_features)))
+            for c in range(part.col_blocks)
+            for k in range(devices)
+        ]
+
+        def solve(array: tuple[int, slice]) -> None:
+            k, used = array
+            solved = irdrop.effective_conductance(cells[k, :used_rows, used], wires.r_wl, wires.r_bl)
+            effective[k, :used_rows, used] = solved
+
+        for _ in pool.map(solve, arrays) if pool is not None else map(solve, arrays):
+            pass
+        return effective.reshape(conductances.shape)
 
     @staticmethod
     def _drift_compensation(target: np.ndarray, realised: np.ndarray) -> np.ndarray:
