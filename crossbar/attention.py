@@ -207,6 +207,18 @@ def _attention_ops(
     }
 
 
+def padded_transformer_path(model: nn.Module) -> None:
+    """Turn off the nested-tensor path of every ``nn.TransformerEncoder`` in ``model`` (``use_nested_tensor``).
+
+    In eval mode under ``no_grad`` with a ``src_key_padding_mask``, torch packs the batch into a nested tensor
+    for its fused kernels; tiled layers compute on ordinary (padded) tensors. The outputs at unpadded positions
+    are the same either way; at padded positions torch's nested path returns zeros and the padded path the
+    values it computed there (as torch itself does in training mode)."""
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoder):
+            module.use_nested_tensor = False
+
+
 def convert_attention(module: nn.MultiheadAttention, make_tiled: MakeTiled) -> TiledMultiheadAttention:
     """The tiled replacement of ``module``: ``make_tiled(weight (out, in), bias or None, name)`` programs each
     of the four projections (names ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). ``module`` is not
