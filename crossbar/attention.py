@@ -53,11 +53,10 @@ class TiledMultiheadAttention(nn.MultiheadAttention):
         else:
             weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
         biases = (None,) * 3 if module.in_proj_bias is None else module.in_proj_bias.detach().split(embed)
-        self.q_proj = make_tiled(weights[0].detach(), biases[0], "q_proj")
-        self.k_proj = make_tiled(weights[1].detach(), biases[1], "k_proj")
-        self.v_proj = make_tiled(weights[2].detach(), biases[2], "v_proj")
-        out = module.out_proj
-        self.out_proj = make_tiled(out.weight.detach(), None if out.bias is None else out.bias.detach(), "out_proj")
+        self.q_proj = make_tiled(weights[0], biases[0], "q_proj")
+        self.k_proj = make_tiled(weights[1], biases[1], "k_proj")
+        self.v_proj = make_tiled(weights[2], biases[2], "v_proj")
+        self.out_proj = make_tiled(module.out_proj.weight, module.out_proj.bias, "out_proj")
         self._ops: dict[str, float] = {}
 
     def forward(  # noqa: C901 (torch's forward, step by step)

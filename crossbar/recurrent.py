@@ -88,7 +88,7 @@ class TiledRecurrent(nn.Module):
                         continue
                     bias = getattr(module, f"bias_{kind}_l{layer}{suffix}", None) if kind != "hr" else None
                     name = f"{kind}_l{layer}{suffix}"
-                    setattr(self, name, make_tiled(weight.detach(), None if bias is None else bias.detach(), name))
+                    setattr(self, name, make_tiled(weight, bias, name))
         self._ops: dict[str, float] = {}
 
     @property
@@ -219,7 +219,7 @@ class TiledRecurrentCell(nn.Module):
             raise ValueError(f"convert_recurrent: {type(module).__name__} nonlinearity {nonlinearity!r}")
         for kind in ("ih", "hh"):
             weight, bias = getattr(module, f"weight_{kind}"), getattr(module, f"bias_{kind}")
-            setattr(self, kind, make_tiled(weight.detach(), None if bias is None else bias.detach(), kind))
+            setattr(self, kind, make_tiled(weight, bias, kind))
         self._ops: dict[str, float] = {}
 
     def forward(self, input: torch.Tensor, hx: object = None) -> object:  # noqa: A002
