@@ -8,9 +8,9 @@ order flips every round); the minimum and median over rounds are kept and the ra
 the minima. Peak memory: the process's peak resident set size during one call above its size before the call
 (Linux ``/proc/self/clear_refs`` resets the peak), after warm-up, for each contender.
 
-    transformer_encoder  nn.TransformerEncoder: 2 layers, d_model 128, 4 heads, feed-forward 512, batch_first;
-                         input (batch, length, 128)
-    lstm                 nn.LSTM(128, 256, num_layers=2, batch_first=True); input (batch, length, 128)
+    transformer_encoder  nn.TransformerEncoder: 2 layers, d_model 256, 8 heads, feed-forward 1024, batch_first;
+                         input (batch, length, 256)
+    lstm                 nn.LSTM(256, 256, num_layers=2, batch_first=True); input (batch, length, 256)
 
     python benchmarks/bench_sequence_layers.py [--quick] [--threads 1] [--reps 5]
                                                [--out benchmarks/results/sequence_layers.json]
@@ -37,10 +37,10 @@ def build_models(torch: Any) -> dict[str, Any]:
     from torch import nn
 
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(128, 4, dim_feedforward=512, batch_first=True)
+    layer = nn.TransformerEncoderLayer(256, 8, dim_feedforward=1024, batch_first=True)
     return {
         "transformer_encoder": nn.TransformerEncoder(layer, num_layers=2).eval(),
-        "lstm": nn.LSTM(128, 256, num_layers=2, batch_first=True).eval(),
+        "lstm": nn.LSTM(256, 256, num_layers=2, batch_first=True).eval(),
     }
 
 
@@ -137,7 +137,7 @@ def main() -> None:
     }
     generator = torch.Generator().manual_seed(1)
     for name, model in build_models(torch).items():
-        inputs = torch.randn(batch, length, 128, generator=generator)
+        inputs = torch.randn(batch, length, 256, generator=generator)
         results["models"][name] = measure(name, model, inputs, reps, torch)
     results["loadavg_end"] = os.getloadavg()
     write_json_atomic(args.out, results)
