@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossbar import fastpath
 from crossbar import hpd as hpd_transform
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.conv import ConvGeometry, conv_class, is_depthwise
@@ -106,11 +107,18 @@ def _reads_weights_directly(module: nn.Module, make_tiled: MakeTiled) -> nn.Modu
     raise StaysDigital("it computes with its weight matrices directly; no converter is registered for it yet")
 
 
+def _transposed_conv(module: nn.Module, make_tiled: MakeTiled) -> nn.Module:
+    raise StaysDigital(
+        "transposed convolution: not mapped (it would be one MVM of the (out*kernel) x in matrix per input "
+        "position and a digital overlap-add); computed in float"
+    )
+
+
 def _lookup(module: nn.Module, make_tiled: MakeTiled) -> nn.Module:
     raise StaysDigital("a lookup: a digital read of one row, not a matrix product", by_design=True)
 
 
-CONVERTERS: dict[type[nn.Module], Converter] = {
+CONVERTERS: dict[type[nn.Module] | str, Converter] = {
     nn.Linear: convert_linear,
     nn.Conv1d: convert_conv,
     nn.Conv2d: convert_conv,
@@ -119,56 +127,82 @@ CONVERTERS: dict[type[nn.Module], Converter] = {
     nn.RNNBase: _reads_weights_directly,
     nn.RNNCellBase: _reads_weights_directly,
     nn.Bilinear: _reads_weights_directly,
+    nn.ConvTranspose1d: _transposed_conv,
+    nn.ConvTranspose2d: _transposed_conv,
+    nn.ConvTranspose3d: _transposed_conv,
     nn.Embedding: _lookup,
     nn.EmbeddingBag: _lookup,
 }
-# Classes registered through ``register_layer``: single-matrix layers (``mapped_layers`` lists them).
-_MATRIX_LAYERS: dict[type[nn.Module], Callable[[nn.Module], torch.Tensor]] = {
-    nn.Linear: lambda m: m.weight,
-    nn.Conv1d: lambda m: m.weight,
-    nn.Conv2d: lambda m: m.weight,
-    nn.Conv3d: lambda m: m.weight,
-}
+# Single-matrix layers with a ``weight`` (``mapped_layers`` lists them): built in or from ``register_layer``.
+_MATRIX_LAYERS: set[type[nn.Module] | str] = {nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d}
 
 
-def register_converter(cls: type[nn.Module], converter: Converter) -> None:
-    """Map modules of ``cls`` (and its subclasses without an entry of their own) with ``converter``."""
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register_converter: cls must be an nn.Module subclass, got {cls!r}")
+def _class_key(cls: type[nn.Module] | str) -> type[nn.Module] | str:
+    """A class, or the dotted name of one (``"transformers.pytorch_utils.Conv1D"``: registered without importing
+    its package, which stays optional)."""
+    if isinstance(cls, str) and "." in cls:
+        return cls
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        return cls
+    raise TypeError(f"expected an nn.Module subclass or its dotted name 'package.module.Class', got {cls!r}")
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_converter(cls: type[nn.Module] | str, converter: Converter) -> None:
+    """Map modules of ``cls`` (a class or its dotted name; subclasses without an entry of their own too) with
+    ``converter(module, make_tiled) -> replacement`` (see the module docstring)."""
+    key = _class_key(cls)
     if not callable(converter):
         raise TypeError(f"register_converter: converter must be callable, got {converter!r}")
-    CONVERTERS[cls] = converter
+    CONVERTERS[key] = converter
 
 
 def register_layer(
-    cls: type[nn.Module],
+    cls: type[nn.Module] | str,
     weight_of: Callable[[nn.Module], torch.Tensor] = lambda m: m.weight,
     bias_of: Callable[[nn.Module], torch.Tensor | None] = lambda m: getattr(m, "bias", None),
     transposed: bool = False,
 ) -> None:
     """Map a layer type whose forward is ``x @ W.T + b`` over the last dimension, as an ``nn.Linear``.
 
-    ``weight_of(module)``: its weight, (out, in), or (in, out) with ``transposed=True`` (GPT-2's ``Conv1D``
-    computes ``x @ weight + bias``); ``bias_of(module)``: its bias (out,) or None. The compiled layer keeps the
-    same parameter (names and layout), so a state dict loads either way.
+    ``cls``: the class, or its dotted name (``"package.module.Class"``) to register it without importing its
+    package. ``weight_of(module)``: its weight, (out, in), or (in, out) with ``transposed=True`` (GPT-2's
+    ``Conv1D`` computes ``x @ weight + bias``); ``bias_of(module)``: its bias (out,) or None. The compiled layer
+    keeps the same parameters (names and layout), so a state dict loads into either model.
     """
+    name = cls if isinstance(cls, str) else getattr(cls, "__name__", repr(cls))
 
     def convert(module: nn.Module, make_tiled: MakeTiled) -> TiledLinear:
         weight = weight_of(module)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-            raise ConfigError(f"register_layer({cls.__name__}): weight_of must return a 2-D tensor")
+            raise ConfigError(f"register_layer({name}): weight_of must return a 2-D tensor, got {type(weight)}")
         return make_tiled(weight, bias_of(module), transposed=transposed)
 
     register_converter(cls, convert)
-    _MATRIX_LAYERS[cls] = weight_of
+    _MATRIX_LAYERS.add(_class_key(cls))
+
+
+def _entry(table: Mapping | set, module: nn.Module) -> type | str | None:
+    """The key of ``table`` for ``module``'s class or its nearest base class (by class or dotted name)."""
+    for cls in type(module).__mro__:
+        for key in (cls, _dotted(cls)):
+            if key in table:
+                return key
+    return None
+
+
+# Hugging Face GPT-2 (and kin): ``Conv1D`` is a Linear storing its weight (in, out); registered by name, so
+# ``transformers`` stays an optional package.
+register_layer("transformers.pytorch_utils.Conv1D", transposed=True)
 
 
 def converter_for(module: nn.Module) -> Converter | None:
     """The converter of ``module``'s class, or of its nearest base class that has one."""
-    for cls in type(module).__mro__:
-        if cls in CONVERTERS:
-            return CONVERTERS[cls]
-    return None
+    key = _entry(CONVERTERS, module)
+    return None if key is None else CONVERTERS[key]
 
 
 def _own_matrices(module: nn.Module) -> list[str]:
@@ -190,6 +224,7 @@ class _Walk:
     mapped: int = 0
     done: dict[int, nn.Module] = field(default_factory=dict)
     tied: dict[tuple, tuple[torch.Tensor, TiledLinear]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def make_tiled_for(self, module_name: str) -> MakeTiled:
         def make_tiled(
@@ -245,11 +280,12 @@ class _Walk:
         if converter is not None:
             try:
                 replacement = converter(module, self.make_tiled_for(name))
+                if isinstance(replacement, TiledLinear) and not isinstance(module, nn.Linear | nn.modules.conv._ConvNd):
+                    replacement.origin = type(module).__name__  # a registered layer type, for reports
             except StaysDigital as why:
                 _mark_digital(module, name, why.reason)
                 if not why.by_design:
-                    kind = type(module).__name__
-                    warnings.warn(f"crossbar.compile: {name} ({kind}) stays digital: {why.reason}", stacklevel=4)
+                    self.warnings.append(f"{name or '(model)'} ({type(module).__name__}) stays digital: {why.reason}")
         else:
             own = _own_matrices(module)
             if own:
@@ -258,7 +294,7 @@ class _Walk:
                     "product, crossbar.register_layer maps it"
                 )
                 setattr(module, DIGITAL_REASON, reason)
-                warnings.warn(f"crossbar.compile: {name or '(model)'} stays digital: {reason}", stacklevel=4)
+                self.warnings.append(f"{name or '(model)'} stays digital: {reason}")
             for child_name, child in list(module._modules.items()):  # every name, shared children included
                 if child is not None:
                     new = self.visit(child, f"{name}.{child_name}" if name else child_name)
@@ -279,7 +315,7 @@ def mapped_layers(model: nn.Module) -> list[str]:
         ancestors = [".".join(parts[:i]) for i in range(len(parts))] if name else []
         if any(converter_for(modules[a]) is not None for a in ancestors):
             continue  # converted with its parent (e.g. MultiheadAttention.out_proj)
-        if any(cls in _MATRIX_LAYERS for cls in type(module).__mro__) and not is_depthwise(module):
+        if _entry(_MATRIX_LAYERS, module) is not None and not is_depthwise(module):
             names.append(name)
     return names
 
@@ -339,11 +375,14 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
 
     walk = _Walk(chip, seed, digital_map, hpd_digital)
     compiled = walk.visit(compiled, "")
+    for message in walk.warnings:
+        warnings.warn(f"crossbar.compile: {message}", stacklevel=2)
     if walk.mapped == 0:
         raise ValueError(
             "crossbar.compile: the model has no nn.Linear, convolution or other matrix product to map onto tiles "
             "(crossbar.compiler.CONVERTERS; crossbar.register_layer adds a layer type)"
         )
+    fastpath.guard(compiled)
     if needs_calibration:
         calibrate(compiled, calibration_inputs)
     return compiled

@@ -105,6 +105,7 @@ class TiledLinear(nn.Module):
         self.chip, self.seed, self.placement = chip, seed, placement
         self.digital_bits = (digital_weight_bits, digital_input_bits)
         self.tile_calls = 0
+        self.origin = "Linear"  # the layer type it replaces, for reports (e.g. GPT-2's "Conv1D")
         if shared is not None:
             self._programmed = shared._programmed
         else:
@@ -221,7 +222,7 @@ class TiledLinear(nn.Module):
 
     def kind(self) -> str:
         """The operator, for reports: e.g. ``"Linear"``, ``"Conv2d 3x3/2"``."""
-        return "Linear"
+        return self.origin
 
     def extra_repr(self) -> str:
         groups = f", groups={self.groups}" if self.groups > 1 else ""
