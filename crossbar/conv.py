@@ -1,0 +1,189 @@
+"""Convolutions on tiles: ``nn.Conv1d/2d/3d`` of any kernel, stride, padding, dilation and groups.
+
+The unrolled (im2col) mapping: the kernel of group g, (out/G, in/G, k1, ..., kn), is the matrix
+(out/G) x (in/G * k1 * ... * kn) on its own tiles, and each output position is one MVM of the unfolded patch
+(in/G * k1 * ... * kn values, channel-major as the kernel flattens). Each group is its own matrix, not a
+block-diagonal placement of all groups on one grid: a block diagonal would allocate G times the cells, add the
+read noise and conductance of G-1 zero blocks to every column, and give one group's inputs the DAC scale of
+another's; separate matrices keep each group's ranges its own and compute no zeros. Depthwise convolutions
+(groups = in_channels) stay digital by design: each output reads k values of one channel, not a matrix product.
+
+Patches are strided views of the (padded) input, copied chunk by chunk (``CHUNK_BYTES`` of patch values at a
+time, whole samples or output lines) and sent through the same engine as a Linear: no Python loop over
+positions, and memory bounded for large images. Padding modes (zeros, reflect, replicate, circular) and
+``padding="same"`` pad with ``torch.nn.functional.pad`` exactly as torch's convolutions do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 (torch's convention)
+
+from crossbar.layers import TiledLinear
+
+CHUNK_BYTES = 16 * 2**20  # patch values (float32) unfolded at a time
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_FUNCTIONAL = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel, stride, dilation and padding of an n-d convolution; ``pad``: (before, after) per spatial dim."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad: tuple[tuple[int, int], ...]
+    padding_mode: str
+
+    @classmethod
+    def of(cls, conv: nn.Module) -> ConvGeometry:
+        kernel, dilation = tuple(conv.kernel_size), tuple(conv.dilation)
+        if conv.padding == "same":  # torch's split: the odd element of the total goes after
+            totals = [d * (k - 1) for d, k in zip(dilation, kernel, strict=True)]
+            pad = tuple((t // 2, t - t // 2) for t in totals)
+        elif conv.padding == "valid":
+            pad = tuple((0, 0) for _ in kernel)
+        else:
+            pad = tuple((p, p) for p in conv.padding)
+        return cls(kernel, tuple(conv.stride), dilation, pad, conv.padding_mode)
+
+    @property
+    def dims(self) -> int:
+        return len(self.kernel)
+
+    def output_size(self, padded: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(
+            (n - d * (k - 1) - 1) // s + 1
+            for n, k, s, d in zip(padded, self.kernel, self.stride, self.dilation, strict=True)
+        )
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not any(a or b for a, b in self.pad):
+            return x
+        flat = [p for pair in reversed(self.pad) for p in pair]  # F.pad lists the last dimension first
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, flat, mode=mode)
+
+    def describe(self) -> str:
+        text = "x".join(map(str, self.kernel))
+        if any(s != 1 for s in self.stride):
+            text += "/" + "x".join(map(str, self.stride))
+        if any(d != 1 for d in self.dilation):
+            text += " d" + "x".join(map(str, self.dilation))
+        return text
+
+
+def patch_view(x: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
+    """A padded input (B, C, *spatial) -> a view (B, *out_spatial, C, *kernel) of every patch (no copy)."""
+    view, n = x, geometry.dims
+    for d in range(n):
+        extent = geometry.dilation[d] * (geometry.kernel[d] - 1) + 1
+        view = view.unfold(2 + d, extent, geometry.stride[d])[..., :: geometry.dilation[d]]
+    return view.permute(0, *range(2, 2 + n), 1, *range(2 + n, 2 + 2 * n))
+
+
+class TiledConv(TiledLinear):
+    """An n-d convolution on tiles: x (B, C_in, *spatial) or unbatched (C_in, *spatial) -> (B, C_out, *out).
+
+    The weight parameter keeps torch's layout (out, in/G, *kernel); ``geometry``: stride, padding, dilation.
+    """
+
+    def __init__(self, *args: object, geometry: ConvGeometry, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.geometry = geometry
+        self.in_channels = self.weight.shape[1] * self.groups
+
+    def kind(self) -> str:
+        return f"Conv{self.geometry.dims}d {self.geometry.describe()}"
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Checked, batched, float32 and padded input."""
+        n = self.geometry.dims
+        if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expects input (batch, {self.in_channels} channels, {n} spatial dims) "
+                f"or unbatched, got shape {tuple(x.shape)}"
+            )
+        x = x.to(torch.float32)
+        padded = self.geometry.pad_input(x if x.dim() == n + 2 else x.unsqueeze(0))
+        if min(self.geometry.output_size(tuple(padded.shape[2:]))) < 1:
+            raise ValueError(
+                f"{type(self).__name__}: input of spatial size {tuple(x.shape[-n:])} is smaller than the kernel "
+                f"{self.geometry.kernel} (dilation {self.geometry.dilation}, after padding)"
+            )
+        return padded
+
+    def _chunks(self, padded: torch.Tensor) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """(samples, first output dim, patches (n, in_features)) of at most about CHUNK_BYTES each."""
+        view = patch_view(padded, self.geometry)
+        batch, first, rest = view.shape[0], view.shape[1], math.prod(view.shape[2 : 1 + self.geometry.dims])
+        budget = max(1, CHUNK_BYTES // (4 * self.in_features))  # patches per chunk
+        if first * rest <= budget:  # whole samples
+            step = budget // (first * rest)
+            pieces = [(slice(b, min(b + step, batch)), slice(0, first)) for b in range(0, batch, step)]
+        else:  # lines of the first output dimension, one sample at a time
+            step = max(1, budget // rest)
+            starts = [(b, i) for b in range(batch) for i in range(0, first, step)]
+            pieces = [(slice(b, b + 1), slice(i, min(i + step, first))) for b, i in starts]
+        for samples, lines in pieces:
+            yield samples, lines, view[samples, lines].reshape(-1, self.in_features)
+
+    def tile_inputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        for _, _, patches in self._chunks(self._padded(x)):
+            yield patches
+
+    def vectors(self, x: torch.Tensor) -> int:
+        padded = self._padded(x)
+        return padded.shape[0] * math.prod(self.geometry.output_size(tuple(padded.shape[2:])))
+
+    def analog(self, padded: torch.Tensor) -> torch.Tensor:
+        out_size = self.geometry.output_size(tuple(padded.shape[2:]))
+        y = torch.empty(padded.shape[0], self.out_features, *out_size)
+        for samples, lines, patches in self._chunks(padded):
+            result = self.matmul(patches)  # (n, out)
+            shape = (y[samples].shape[0], lines.stop - lines.start, *out_size[1:], self.out_features)
+            y[samples, :, lines] = result.view(shape).movedim(-1, 1)
+        return y
+
+    def reference(self, padded: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        g = self.geometry
+        return _FUNCTIONAL[g.dims](padded, weight, bias, g.stride, 0, g.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._run(self._padded(x))
+        return y if x.dim() == self.geometry.dims + 2 else y.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kernel={self.geometry.describe()}"
+
+
+class TiledConv1d(TiledConv):
+    """``nn.Conv1d`` on tiles."""
+
+
+class TiledConv2d(TiledConv):
+    """``nn.Conv2d`` on tiles."""
+
+
+class TiledConv3d(TiledConv):
+    """``nn.Conv3d`` on tiles."""
+
+
+_TILED = {nn.Conv1d: TiledConv1d, nn.Conv2d: TiledConv2d, nn.Conv3d: TiledConv3d}
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise convolution (one filter per channel, as in Mamba): per-channel digital work, not a matrix
+    product, so it stays digital by design and without a warning."""
+    return isinstance(module, _CONVS) and module.in_channels == module.groups > 1
+
+
+def conv_class(module: nn.Module) -> type[TiledConv]:
+    """The tiled class of a convolution (its nearest torch base class)."""
+    return next(_TILED[cls] for cls in type(module).__mro__ if cls in _TILED)
