@@ -18,15 +18,15 @@ tensors and are therefore never taken, so every projection of a compiled transfo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch's own spelling)
 
-from crossbar.layers import TiledLinear
+if TYPE_CHECKING:
+    from crossbar.compiler import MakeTiled
 
-MakeTiled = Callable[[torch.Tensor, torch.Tensor | None, str], TiledLinear]
 BYTES = 4  # float32 operands of the digital attention (memory_bytes of digital_ops)
 
 
@@ -206,18 +206,6 @@ def _attention_ops(
     }
 
 
-def padded_transformer_path(model: nn.Module) -> None:
-    """Turn off the nested-tensor path of every ``nn.TransformerEncoder`` in ``model`` (``use_nested_tensor``).
-
-    In eval mode under ``no_grad`` with a ``src_key_padding_mask``, torch packs the batch into a nested tensor
-    for its fused kernels; tiled layers compute on ordinary (padded) tensors. The outputs at unpadded positions
-    are the same either way; at padded positions torch's nested path returns zeros and the padded path the
-    values it computed there (as torch itself does in training mode)."""
-    for module in model.modules():
-        if isinstance(module, nn.TransformerEncoder):
-            module.use_nested_tensor = False
-
-
 def convert_attention(module: nn.MultiheadAttention, make_tiled: MakeTiled) -> TiledMultiheadAttention:
     """The tiled replacement of ``module``: ``make_tiled(weight (out, in), bias or None, name)`` programs each
     of the four projections (names ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). ``module`` is not
@@ -226,5 +214,8 @@ def convert_attention(module: nn.MultiheadAttention, make_tiled: MakeTiled) -> T
         raise TypeError(f"convert_attention needs an nn.MultiheadAttention, got {type(module).__name__}")
     if isinstance(module, TiledMultiheadAttention):
         raise TypeError("convert_attention: the module is already tiled")
+    from crossbar.compiler import DIGITAL_REASON  # the compiler imports this module
+
     tiled = TiledMultiheadAttention(module, make_tiled)
+    setattr(tiled, DIGITAL_REASON, "Q K^T, softmax, A V: activation x activation, digital; projections on tiles")
     return tiled.train(module.training)

@@ -37,9 +37,11 @@ from torch import nn
 
 from crossbar import fastpath
 from crossbar import hpd as hpd_transform
+from crossbar.attention import convert_attention
 from crossbar.config import ChipConfig, ConfigError
 from crossbar.conv import ConvGeometry, conv_class, is_depthwise
 from crossbar.layers import TiledLinear
+from crossbar.recurrent import convert_recurrent
 
 DigitalPlacement = Iterable[str] | Mapping[str, Mapping[str, int | None]]
 
@@ -123,9 +125,9 @@ CONVERTERS: dict[type[nn.Module] | str, Converter] = {
     nn.Conv1d: convert_conv,
     nn.Conv2d: convert_conv,
     nn.Conv3d: convert_conv,
-    nn.MultiheadAttention: _reads_weights_directly,
-    nn.RNNBase: _reads_weights_directly,
-    nn.RNNCellBase: _reads_weights_directly,
+    nn.MultiheadAttention: convert_attention,
+    nn.RNNBase: convert_recurrent,
+    nn.RNNCellBase: convert_recurrent,
     nn.Bilinear: _reads_weights_directly,
     nn.ConvTranspose1d: _transposed_conv,
     nn.ConvTranspose2d: _transposed_conv,

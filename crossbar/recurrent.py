@@ -15,13 +15,18 @@ Packed sequences (``nn.utils.rnn.PackedSequence``) run as torch runs them: step 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch's own spelling)
 from torch.nn.utils.rnn import PackedSequence
 
-from crossbar.attention import BYTES, MakeTiled
+from crossbar.attention import BYTES
 from crossbar.layers import TiledLinear
+
+if TYPE_CHECKING:
+    from crossbar.compiler import MakeTiled
 
 _CELL_MODES = {nn.LSTMCell: "LSTM", nn.GRUCell: "GRU"}
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -271,4 +276,7 @@ def convert_recurrent(
         tiled = TiledRecurrentCell(module, make_tiled)
     else:
         raise TypeError(f"convert_recurrent needs an nn.RNN/LSTM/GRU or a cell, got {type(module).__name__}")
+    from crossbar.compiler import DIGITAL_REASON  # the compiler imports this module
+
+    setattr(tiled, DIGITAL_REASON, "gates and state updates: elementwise, digital; its matrices on tiles")
     return tiled.train(module.training)

@@ -10,9 +10,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import crossbar
 from crossbar import ChipConfig, TiledLinear
-from crossbar.attention import TiledMultiheadAttention, convert_attention, padded_transformer_path
+from crossbar.attention import TiledMultiheadAttention, convert_attention
 from crossbar.compiler import layer_seed
-from crossbar.recurrent import TiledRecurrent, TiledRecurrentCell, convert_recurrent
+from crossbar.recurrent import convert_recurrent
 
 IDEAL = ChipConfig.preset("ideal")
 
@@ -28,34 +28,24 @@ def tiler(chip=IDEAL, seed=0):
 
 
 def convert(model, chip=IDEAL, seed=0):
-    """A copy of ``model`` with attention, recurrent and linear layers on tiles."""
-    model = __import__("copy").deepcopy(model)
-    make = tiler(chip, seed)
-    for name, module in list(model.named_modules()):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        if isinstance(parent, TiledMultiheadAttention | TiledRecurrent | TiledRecurrentCell):
-            continue
-        if isinstance(module, nn.MultiheadAttention):
-            setattr(parent, child, convert_attention(module, make))
-        elif isinstance(module, nn.RNNBase | nn.RNNCellBase):
-            setattr(parent, child, convert_recurrent(module, make))
-        elif type(module) is nn.Linear and not isinstance(parent, nn.MultiheadAttention):
-            setattr(parent, child, make(module.weight, module.bias, name))
-    padded_transformer_path(model)
-    return model
+    """``crossbar.compile`` of ``model``; checks that every attention and recurrent layer was converted."""
+    compiled = crossbar.compile(model, chip, seed=seed)
+    for name, module in compiled.named_modules():
+        if isinstance(module, nn.MultiheadAttention | nn.RNNBase | nn.RNNCellBase):
+            assert isinstance(module, TiledMultiheadAttention), f"{name} not converted"
+    return compiled
 
 
 class TileCalls:
-    """Counts the forward calls of every tiled layer of a model (a guard: none may be skipped)."""
+    """Tiled calls of every tiled layer of a model since construction (``TiledLinear.tile_calls``)."""
 
     def __init__(self, model):
-        self.calls = {name: 0 for name, m in model.named_modules() if isinstance(m, TiledLinear)}
-        self.hooks = [
-            m.register_forward_hook(lambda mod, i, o, name=name: self.calls.__setitem__(name, self.calls[name] + 1))
-            for name, m in model.named_modules()
-            if isinstance(m, TiledLinear)
-        ]
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, TiledLinear)}
+        self.start = {name: m.tile_calls for name, m in self.layers.items()}
+
+    @property
+    def calls(self):
+        return {name: m.tile_calls - self.start[name] for name, m in self.layers.items()}
 
     def unused(self):
         return [name for name, n in self.calls.items() if n == 0]
@@ -131,10 +121,20 @@ def test_attention_self_attention_causal_and_unbatched():
         mask = torch.randn(4, 5, 5)
         u = x[0]
         assert rel_err(tiled(u, u, u, attn_mask=mask)[0], float_mha(u, u, u, attn_mask=mask)[0]) < 1e-5
+
+
+@pytest.mark.tiles_may_idle  # forwards that stop at bad input
+def test_attention_bad_input_is_a_clear_error():
+    tiled = convert_attention(nn.MultiheadAttention(8, 4, batch_first=True), tiler())
+    x = torch.randn(2, 5, 8)
     with pytest.raises(RuntimeError, match="is_causal"):
         tiled(x, x, x, is_causal=True)
     with pytest.raises(ValueError, match="features"):
         tiled(x[..., :7], x, x)
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        tiled(x, x, x, key_padding_mask=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="MultiheadAttention"):
+        convert_attention(nn.Linear(2, 2), tiler())
 
 
 def test_attention_dropout_in_train_mode_and_straight_through_gradients():
@@ -323,6 +323,7 @@ def test_recurrent_cells_equal_torch(cell):
         assert rel_err(relu(x), relu_float(x)) < 1e-5
 
 
+@pytest.mark.tiles_may_idle  # forwards that stop at bad input
 def test_recurrent_bad_states_are_clear_errors():
     tiled = convert_recurrent(nn.LSTM(5, 6, num_layers=2), tiler())
     x = torch.randn(7, 3, 5)
@@ -363,3 +364,18 @@ def test_estimate_counts_recurrent_gates():
     assert {"rnn.ih_l0", "rnn.hh_l0", "rnn.ih_l0_reverse", "rnn.hh_l0_reverse"} <= set(by_name)
     # every hidden-to-hidden product ran once per step and sequence: 2 MACs per weight use
     assert by_name["rnn.hh_l0"].ops == pytest.approx(2 * length * 18 * 6)
+
+
+def test_bare_lstm_compiles_and_the_report_lists_every_matrix():
+    torch.manual_seed(12)
+    lstm = nn.LSTM(5, 6, bidirectional=True, proj_size=2)
+    compiled = crossbar.compile(lstm, "ideal")
+    x = torch.randn(4, 3, 5)
+    with torch.no_grad():
+        assert rel_err(compiled(x)[0], lstm(x)[0]) < 1e-5
+    rows = {row.name: row for row in crossbar.report(compiled).layers}
+    matrices = {f"{kind}_l0{suffix}" for kind in ("ih", "hh", "hr") for suffix in ("", "_reverse")}
+    assert matrices <= set(rows) and all(rows[name].placement == "analog" for name in matrices)
+    (own,) = [row for row in rows.values() if row.kind == "TiledRecurrent"]
+    assert own.placement == "digital" and "gates" in own.reason
+    assert rows["hr_l0"].shape == (2, 6) and rows["hh_l0"].shape == (24, 2)
