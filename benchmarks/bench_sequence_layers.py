@@ -3,10 +3,12 @@
 
 One run, same threads for both contenders: each model in float (``eval()`` under ``torch.no_grad()``, so the
 encoder takes torch's fused fast path, the fastest float baseline) and ``crossbar.compile(model, "default",
-seed=0)`` (programming timed apart) evaluate the same batch. Contenders alternate within each round (the
-order flips every round); the minimum and median over rounds are kept and the ratio chip / float is taken on
-the minima. Peak memory: the process's peak resident set size during one call above its size before the call
-(Linux ``/proc/self/clear_refs`` resets the peak), after warm-up, for each contender.
+seed=0)`` (programming timed apart; the preset's wire resistance set ideal unless ``--keep-wires``: IR drop
+is solved once at programming and costs nothing per forward) evaluate the same batch. Contenders alternate
+within each round (the order flips every round); the minimum and median over rounds are kept and the ratio
+chip / float is taken on the minima. Peak memory: the process's peak resident set size during one call
+above its size before the call, after warm-up, for each contender (Linux: freed heap memory returned to the
+system by glibc ``malloc_trim`` first, then ``/proc/self/clear_refs`` resets the peak).
 
     transformer_encoder  nn.TransformerEncoder: 2 layers, d_model 256, 8 heads, feed-forward 1024, batch_first;
                          input (batch, length, 256)
@@ -19,6 +21,7 @@ the minima. Peak memory: the process's peak resident set size during one call ab
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import statistics
@@ -59,6 +62,10 @@ def peak_memory(call: Callable[[], object]) -> float | None:
     """Peak resident memory of one call above the resident memory before it, bytes (None off Linux)."""
     gc.collect()
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed memory back to the system: RSS = live memory
+    except (OSError, AttributeError):
+        return None
+    try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")  # reset VmHWM, the peak resident set size
     except OSError:
@@ -69,11 +76,14 @@ def peak_memory(call: Callable[[], object]) -> float | None:
     return None if before is None or peak is None else 1024.0 * (peak - before)
 
 
-def measure(name: str, model: Any, inputs: Any, reps: int, torch: Any) -> dict[str, Any]:
+def measure(name: str, model: Any, inputs: Any, reps: int, keep_wires: bool, torch: Any) -> dict[str, Any]:
     import crossbar
 
+    config = crossbar.ChipConfig.preset("default")
+    if not keep_wires:
+        config = config.replace(wires={"r_wl": 0.0, "r_bl": 0.0})
     start = time.perf_counter()
-    chip = crossbar.compile(model, "default", seed=0)
+    chip = crossbar.compile(model, config, seed=0)
     compile_s = time.perf_counter() - start
     contenders = {"float": model, "chip": chip}
     samples: dict[str, list[float]] = {"float": [], "chip": []}
@@ -120,6 +130,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, help="timing rounds (default 5; quick: 3)")
     parser.add_argument("--batch", type=int, help="sequences per call (default 32; quick: 8)")
     parser.add_argument("--length", type=int, help="time steps per sequence (default 64; quick: 32)")
+    parser.add_argument("--keep-wires", action="store_true", help="keep the preset's wire resistance (slow compile)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     threading = configure_threads(args.threads, "default")
@@ -131,14 +142,20 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": machine_info(threading),
         "thread_pools": thread_pools(),
-        "settings": {"quick": args.quick, "reps": reps, "batch": batch, "length": length},
+        "settings": {
+            "quick": args.quick,
+            "reps": reps,
+            "batch": batch,
+            "length": length,
+            "keep_wires": args.keep_wires,
+        },
         "target_ratio": TARGET_RATIO,
         "models": {},
     }
     generator = torch.Generator().manual_seed(1)
     for name, model in build_models(torch).items():
         inputs = torch.randn(batch, length, 256, generator=generator)
-        results["models"][name] = measure(name, model, inputs, reps, torch)
+        results["models"][name] = measure(name, model, inputs, reps, args.keep_wires, torch)
     results["loadavg_end"] = os.getloadavg()
     write_json_atomic(args.out, results)
     print(f"wrote {args.out}")

@@ -39,9 +39,10 @@ def _step(
     LSTM, c (n, H) -> the new (h, c)."""
     gh = hh(h)
     if mode == "LSTM":
-        i, f, g, o = (gi + gh).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        gates = gi + gh
+        i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # one call for the three sigmoid gates
+        c = f * c + i * torch.tanh(gates.chunk(4, dim=-1)[2])
+        h = o * torch.tanh(c)
         return (h if hr is None else hr(h)), c
     if mode == "GRU":
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
