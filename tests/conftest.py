@@ -38,7 +38,7 @@ class _TileGuard:
         if not stack:
             return
         entry = stack.pop()
-        if entry is None or not entry[1]:
+        if entry is None or not entry[1] or output is None:  # output None: the forward raised
             return
         names = {m: n for n, m in module.named_modules(remove_duplicate=False)}
         idle = [names[m] or "(model)" for m, calls in entry[1].items() if m.tile_calls == calls]
