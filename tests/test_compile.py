@@ -173,21 +173,16 @@ def test_modules_that_use_their_weights_directly_stay_digital_with_a_warning():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
-            self.rnn = nn.GRU(16, 16, batch_first=True)
+            self.pair = nn.Bilinear(16, 16, 16)
             self.out = nn.Linear(16, 3)
 
         def forward(self, x):
-            return self.out(self.rnn(self.attn(x, x, x)[0])[0])
+            return self.out(self.pair(x, x))
 
     model = Net()
-    with (
-        pytest.warns(UserWarning, match="rnn \\(GRU\\) stays digital"),
-        pytest.warns(UserWarning, match="attn.*computes with its weight matrices directly"),
-    ):
+    with pytest.warns(UserWarning, match="pair.*computes with its weight matrices directly"):
         compiled = crossbar.compile(model, "ideal")
-    assert not isinstance(compiled.attn.out_proj, TiledLinear), "MHA reads out_proj.weight itself"
-    assert isinstance(compiled.out, TiledLinear)
+    assert isinstance(compiled.pair, nn.Bilinear) and isinstance(compiled.out, TiledLinear)
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         assert rel_err(compiled(x), model(x)) < 1e-5
