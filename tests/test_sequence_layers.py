@@ -211,6 +211,14 @@ def test_transformer_decoder_with_masks_equals_float():
     with torch.no_grad():
         assert rel_err(tiled(tgt, memory, **kwargs), model(tgt, memory, **kwargs)) < 1e-5
     assert not guard.unused()
+    full = nn.Transformer(16, 2, 1, 1, dim_feedforward=24, dropout=0.0, batch_first=True).eval()
+    with torch.no_grad():
+        assert (
+            rel_err(
+                convert(full)(memory, tgt, tgt_mask=kwargs["tgt_mask"]), full(memory, tgt, tgt_mask=kwargs["tgt_mask"])
+            )
+            < 1e-5
+        )
     model.train(), tiled.train()  # train mode (no dropout): the same function, with gradients
     assert rel_err(tiled(tgt, memory, **kwargs).detach(), model(tgt, memory, **kwargs).detach()) < 1e-5
 
@@ -379,3 +387,5 @@ def test_bare_lstm_compiles_and_the_report_lists_every_matrix():
     (own,) = [row for row in rows.values() if row.kind == "TiledRecurrent"]
     assert own.placement == "digital" and "gates" in own.reason
     assert rows["hr_l0"].shape == (2, 6) and rows["hh_l0"].shape == (24, 2)
+    placed = crossbar.report(crossbar.compile(nn.Sequential(lstm), "ideal", digital=["0"])).layers
+    assert {row.name for row in placed if row.placement == "digital" and row.shape} == {f"0.{m}" for m in matrices}
