@@ -273,8 +273,10 @@ class _Walk:
 
         return make_tiled
 
-    def visit(self, module: nn.Module, name: str) -> nn.Module:
-        """The replacement of ``module`` (itself, converted in place, when it has no converter)."""
+    def visit(self, module: nn.Module, name: str, declared: bool = False) -> nn.Module:
+        """The replacement of ``module`` (itself, converted in place, when it has no converter). ``declared``:
+        inside a module that declares its own digital work (``digital_ops``, docs/energy.md), such as an SSM
+        mixer: its parameters are that work (digital, counted), not a matrix left behind silently."""
         if id(module) in self.done:
             return self.done[id(module)]
         converter = converter_for(module)
@@ -290,7 +292,10 @@ class _Walk:
                     self.warnings.append(f"{name or '(model)'} ({type(module).__name__}) stays digital: {why.reason}")
         else:
             own = _own_matrices(module)
-            if own:
+            declared = declared or callable(getattr(module, "digital_ops", None))
+            if own and declared:
+                setattr(module, DIGITAL_REASON, "its own digital computation (declared by digital_ops)")
+            elif own:
                 reason = (
                     f"no converter for {type(module).__name__} (its {', '.join(own)}); if it is a matrix "
                     "product, crossbar.register_layer maps it"
@@ -299,7 +304,7 @@ class _Walk:
                 self.warnings.append(f"{name or '(model)'} stays digital: {reason}")
             for child_name, child in list(module._modules.items()):  # every name, shared children included
                 if child is not None:
-                    new = self.visit(child, f"{name}.{child_name}" if name else child_name)
+                    new = self.visit(child, f"{name}.{child_name}" if name else child_name, declared)
                     if new is not child:
                         module._modules[child_name] = new
         self.done[id(module)] = replacement
