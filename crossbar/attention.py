@@ -139,6 +139,8 @@ class TiledMultiheadAttention(nn.MultiheadAttention):
             padding = key_padding_mask.view(bsz, 1, 1, src_len).expand(-1, heads, -1, -1)
             padding = padding.reshape(bsz * heads, 1, src_len)
             attn_mask = padding if attn_mask is None else attn_mask + padding
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(q.dtype)  # the tiles compute in float32, whatever the input's precision
         dropout_p = self.dropout if self.training else 0.0
         embed = self.embed_dim
 

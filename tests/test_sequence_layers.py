@@ -389,3 +389,16 @@ def test_bare_lstm_compiles_and_the_report_lists_every_matrix():
     assert rows["hr_l0"].shape == (2, 6) and rows["hh_l0"].shape == (24, 2)
     placed = crossbar.report(crossbar.compile(nn.Sequential(lstm), "ideal", digital=["0"])).layers
     assert {row.name for row in placed if row.placement == "digital" and row.shape} == {f"0.{m}" for m in matrices}
+
+
+def test_float64_models_compute_on_float32_tiles():
+    torch.manual_seed(13)
+    attention = nn.MultiheadAttention(8, 2).double().eval()
+    gru = nn.GRU(4, 5).double()
+    x, y = torch.randn(5, 3, 8, dtype=torch.float64), torch.randn(6, 2, 4, dtype=torch.float64)
+    mask = torch.rand(5, 5) < 0.3
+    mask[:, 0] = False
+    with torch.no_grad():
+        got = convert_attention(attention, tiler())(x, x, x, attn_mask=mask)[0]
+        assert got.dtype == torch.float32 and rel_err(got, attention(x, x, x, attn_mask=mask)[0]) < 1e-5
+        assert rel_err(convert_recurrent(gru, tiler())(y)[0], gru(y)[0]) < 1e-5
