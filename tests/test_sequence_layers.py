@@ -15,6 +15,7 @@ from crossbar.compiler import layer_seed
 from crossbar.recurrent import convert_recurrent
 
 IDEAL = ChipConfig.preset("ideal")
+DEFAULT = ChipConfig.preset("default").replace(tile={"rows": 64, "cols": 64})  # small tiles: quick to program
 
 
 def rel_err(a, b):
@@ -225,7 +226,7 @@ def test_transformer_decoder_with_masks_equals_float():
 
 def test_default_chip_encoder_has_the_noise_of_a_tiled_linear():
     torch.manual_seed(7)
-    chip = ChipConfig.preset("default")
+    chip = DEFAULT
     model = _encoder().eval()
     x = torch.randn(8, 10, 16)
     with torch.no_grad():
@@ -240,7 +241,7 @@ def test_default_chip_encoder_has_the_noise_of_a_tiled_linear():
 def test_estimate_counts_attention_products_as_digital():
     torch.manual_seed(8)
     model = _encoder().eval()
-    tiled = convert(model, ChipConfig.preset("default"))
+    tiled = convert(model, DEFAULT)
     batch, length, embed = 2, 6, 16
     energy = crossbar.estimate(tiled, torch.randn(batch, length, embed))
     by_name = {row.name: row for row in energy.layers}
@@ -364,7 +365,7 @@ def test_estimate_counts_recurrent_gates():
     torch.manual_seed(11)
     model = nn.Sequential()
     model.rnn = nn.GRU(5, 6, bidirectional=True)
-    tiled = convert(model, ChipConfig.preset("default"))
+    tiled = convert(model, DEFAULT)
     length, batch = 7, 2
     energy = crossbar.estimate(tiled, torch.randn(length, batch, 5), batch_size=batch)
     by_name = {row.name: row for row in energy.layers}
