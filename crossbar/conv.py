@@ -81,25 +81,33 @@ class ConvGeometry:
         return text
 
 
-def patch_view(x: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
-    """A padded input (B, C, *spatial) -> a view (B, *out_spatial, C, *kernel) of every patch (no copy)."""
+def patch_view(x: torch.Tensor, geometry: ConvGeometry, groups: int = 1) -> torch.Tensor:
+    """A padded channels-last input (B, *spatial, C) -> a view (B, *out_spatial, G, *kernel, C/G) of every patch
+    (no copy): each group's patch in (kernel position, channel) order, channels innermost, so that copying the
+    patches reads runs of contiguous channels."""
     view, n = x, geometry.dims
     for d in range(n):
         extent = geometry.dilation[d] * (geometry.kernel[d] - 1) + 1
-        view = view.unfold(2 + d, extent, geometry.stride[d])[..., :: geometry.dilation[d]]
-    return view.permute(0, *range(2, 2 + n), 1, *range(2 + n, 2 + 2 * n))
+        view = view.unfold(1 + d, extent, geometry.stride[d])[..., :: geometry.dilation[d]]
+    view = view.unflatten(1 + n, (groups, -1))  # (B, *out, G, C/G, *kernel)
+    return view.permute(0, *range(1, n + 2), *range(n + 3, 2 * n + 3), n + 2)
 
 
 class TiledConv(TiledLinear):
     """An n-d convolution on tiles: x (B, C_in, *spatial) or unbatched (C_in, *spatial) -> (B, C_out, *out).
 
     The weight parameter keeps torch's layout (out, in/G, *kernel); ``geometry``: stride, padding, dilation.
+    On the tiles, a group's matrix row is its kernel in (kernel position, channel) order, as ``patch_view``
+    orders the patches.
     """
 
     def __init__(self, *args: object, geometry: ConvGeometry, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.geometry = geometry
         self.in_channels = self.weight.shape[1] * self.groups
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.movedim(1, -1).reshape(weight.shape[0], -1)
 
     def kind(self) -> str:
         return f"Conv{self.geometry.dims}d {self.geometry.describe()}"
@@ -123,7 +131,8 @@ class TiledConv(TiledLinear):
 
     def _chunks(self, padded: torch.Tensor) -> Iterator[tuple[slice, slice, torch.Tensor]]:
         """(samples, first output dim, patches (n, in_features)) of at most about CHUNK_BYTES each."""
-        view = patch_view(padded, self.geometry)
+        channels_last = padded.movedim(1, -1).contiguous()  # one copy of the input, then runs of channels
+        view = patch_view(channels_last, self.geometry, self.groups)
         batch, first, rest = view.shape[0], view.shape[1], math.prod(view.shape[2 : 1 + self.geometry.dims])
         budget = max(1, CHUNK_BYTES // (4 * self.in_features))  # patches per chunk
         if first * rest <= budget:  # whole samples

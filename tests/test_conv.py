@@ -229,10 +229,12 @@ def test_transposed_convolutions_equal_torch_and_pass_gradients(dims, c_in, c_ou
 
 
 def test_patch_view_matches_torch_unfold():
-    x = torch.randn(2, 3, 9, 8)
-    geometry = conv.ConvGeometry.of(nn.Conv2d(3, 1, (3, 2), stride=(2, 1), dilation=(1, 3)))
-    ours = conv.patch_view(x, geometry).reshape(2, -1, 3 * 6)
-    theirs = nn.functional.unfold(x, (3, 2), dilation=(1, 3), stride=(2, 1)).transpose(1, 2)
-    assert torch.equal(ours, theirs)
+    x = torch.randn(2, 6, 9, 8)
+    geometry = conv.ConvGeometry.of(nn.Conv2d(6, 2, (3, 2), stride=(2, 1), dilation=(1, 3), groups=2))
+    channels_last = x.movedim(1, -1)
+    ours = conv.patch_view(channels_last, geometry, groups=2)  # (B, out_h, out_w, G, kh, kw, C/G)
+    theirs = nn.functional.unfold(x, (3, 2), dilation=(1, 3), stride=(2, 1))  # (B, C * kh * kw, L)
+    theirs = theirs.reshape(2, 2, 3, 3, 2, -1).permute(0, 5, 1, 3, 4, 2)  # (B, L, G, kh, kw, C/G)
+    assert torch.equal(ours.reshape(theirs.shape), theirs)
     assert math.prod(geometry.output_size((9, 8))) == theirs.shape[1]
-    assert np.shares_memory(conv.patch_view(x, geometry).numpy(), x.numpy()), "a view, not a copy"
+    assert np.shares_memory(ours.numpy(), x.numpy()), "a view, not a copy"
