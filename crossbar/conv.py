@@ -27,7 +27,7 @@ from torch.nn import functional as F  # noqa: N812 (torch's convention)
 
 from crossbar.layers import TiledLinear, as_parameter
 
-CHUNK_BYTES = 16 * 2**20  # patch values (float32) unfolded at a time
+CHUNK_BYTES = 4 * 2**20  # patch values (float32) unfolded at a time
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FUNCTIONAL = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _FUNCTIONAL_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
