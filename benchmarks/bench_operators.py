@@ -7,6 +7,8 @@ Part 1, speed and memory. In one process, interleaved round by round, the steady
   resnet18_64   ResNet-18-shaped CNN (models/resnet.py), batch 32 at 3x64x64
   resnet18_224  the same, batch 32 at 3x224x224 (every convolution through the unfolded-patch engine, chunked)
   encoder       ``nn.TransformerEncoder`` (4 layers, d_model 256, 8 heads, ff 1024), batch 32 x 128 tokens
+  stem_224      ResNet-18's 7x7/2 stem convolution alone, batch 32 at 3x224x224
+  conv3x3_56    one of its stage-1 3x3 convolutions (64 -> 64 channels) alone, batch 32 at 64x56x56
 
 as float torch and compiled on the default chip (``crossbar.compile(model, "default")``, ideal wires:
 IR drop is a programming-time cost). Ratio chip/float per round, median over rounds. Peak memory: the
@@ -19,7 +21,7 @@ drift compensation, output noise 0.04; ``bench_tile_engine.aihwkit_rpu_config``)
 to float, ||y - y_float|| / ||y_float||, mean over chip instances (seeds), for a Linear of fan-in 576, a small
 ResNet, ResNet-18 at 64x64 (not with --quick) and the transformer encoder.
 
-    python benchmarks/bench_operators.py [--quick] [--threads N] [--out benchmarks/results/operators.json]
+    python benchmarks/bench_operators.py [--quick] [--threads N] [--only stem_224,conv3x3_56] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3, help="chip instances for the error table")
     parser.add_argument("--skip-aihwkit", action="store_true")
+    parser.add_argument("--only", help="comma-separated workloads to time (default: all); no error table")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "operators.json")
     return parser.parse_args(argv)
 
@@ -118,6 +121,9 @@ def workloads(batch: int) -> dict[str, tuple[Any, Any]]:
     out["resnet18_224"] = (net, torch.randn(batch, 3, 224, 224, generator=generator))
     layer = nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True)
     out["encoder"] = (nn.TransformerEncoder(layer, 4).eval(), torch.randn(batch, 128, 256, generator=generator))
+    # Two of ResNet-18's convolutions alone at 224x224 input: the stem and a stage-1 3x3 (quick to program).
+    out["stem_224"] = (nn.Conv2d(3, 64, 7, 2, 3, bias=False), torch.randn(batch, 3, 224, 224, generator=generator))
+    out["conv3x3_56"] = (nn.Conv2d(64, 64, 3, 1, 1, bias=False), torch.randn(batch, 64, 56, 56, generator=generator))
     return out
 
 
@@ -280,8 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     seeds = 2 if args.quick else args.seeds
     info = machine_info(threading_info)
     print(f"threads {args.threads}, batch {batch}, rounds {rounds}, load {info.get('loadavg_start')}", flush=True)
-    speed = {name: speed_and_memory(name, m, x, rounds) for name, (m, x) in workloads(batch).items()}
-    errors = accuracy(min(batch, 8), seeds, not args.skip_aihwkit, args.quick)
+    chosen = workloads(batch)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(chosen)
+        if unknown:
+            raise SystemExit(f"--only: unknown workload {sorted(unknown)[0]!r} (choose from {', '.join(chosen)})")
+        chosen = {name: chosen[name] for name in args.only.split(",")}
+    speed = {name: speed_and_memory(name, m, x, rounds) for name, (m, x) in chosen.items()}
+    errors = {} if args.only else accuracy(min(batch, 8), seeds, not args.skip_aihwkit, args.quick)
     with contextlib.suppress(OSError):
         info["loadavg_end"] = os.getloadavg()
     data = {

@@ -8,7 +8,7 @@ print(crossbar.estimate(analog, x))  # energy and latency per inference
 
 from crossbar.compiler import calibrate, compile, register_converter, register_layer
 from crossbar.config import ChipConfig, ConfigError
-from crossbar.conv import TiledConv, TiledConv1d, TiledConv2d, TiledConv3d
+from crossbar.conv import TiledConv, TiledConv1d, TiledConv2d, TiledConv3d, TiledConvTranspose
 from crossbar.energy import EnergyConstants, EnergyReport, estimate
 from crossbar.layers import TiledLinear
 from crossbar.mapping_report import MappingReport, report
@@ -24,6 +24,7 @@ __all__ = [
     "TiledConv1d",
     "TiledConv2d",
     "TiledConv3d",
+    "TiledConvTranspose",
     "TiledLinear",
     "WeightNoise",
     "calibrate",

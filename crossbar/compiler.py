@@ -39,7 +39,7 @@ from crossbar import fastpath
 from crossbar import hpd as hpd_transform
 from crossbar.attention import convert_attention
 from crossbar.config import ChipConfig, ConfigError
-from crossbar.conv import ConvGeometry, conv_class, is_depthwise
+from crossbar.conv import ConvGeometry, TiledConvTranspose, conv_class, is_depthwise
 from crossbar.layers import TiledLinear
 from crossbar.recurrent import convert_recurrent
 
@@ -109,10 +109,18 @@ def _reads_weights_directly(module: nn.Module, make_tiled: MakeTiled) -> nn.Modu
     raise StaysDigital("it computes with its weight matrices directly; no converter is registered for it yet")
 
 
-def _transposed_conv(module: nn.Module, make_tiled: MakeTiled) -> nn.Module:
-    raise StaysDigital(
-        "transposed convolution: not mapped (it would be one MVM of the (out*kernel) x in matrix per input "
-        "position and a digital overlap-add); computed in float"
+def convert_transposed_conv(module: nn.modules.conv._ConvTransposeNd, make_tiled: MakeTiled) -> TiledLinear:
+    """One MVM of the (out/G * kernel) x (in/G) matrix per input position, then a digital overlap-add."""
+    if module.padding_mode != "zeros":
+        raise StaysDigital(f"padding_mode {module.padding_mode!r} (torch supports only zeros for it)")
+    geometry = ConvGeometry.of(module)
+    return make_tiled(
+        module.weight,
+        module.bias,
+        groups=module.groups,
+        layer=TiledConvTranspose,
+        geometry=geometry,
+        output_padding=module.output_padding,
     )
 
 
@@ -129,14 +137,17 @@ CONVERTERS: dict[type[nn.Module] | str, Converter] = {
     nn.RNNBase: convert_recurrent,
     nn.RNNCellBase: convert_recurrent,
     nn.Bilinear: _reads_weights_directly,
-    nn.ConvTranspose1d: _transposed_conv,
-    nn.ConvTranspose2d: _transposed_conv,
-    nn.ConvTranspose3d: _transposed_conv,
+    nn.ConvTranspose1d: convert_transposed_conv,
+    nn.ConvTranspose2d: convert_transposed_conv,
+    nn.ConvTranspose3d: convert_transposed_conv,
     nn.Embedding: _lookup,
     nn.EmbeddingBag: _lookup,
 }
 # Single-matrix layers with a ``weight`` (``mapped_layers`` lists them): built in or from ``register_layer``.
-_MATRIX_LAYERS: set[type[nn.Module] | str] = {nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d}
+# The value: how to find the layer's (out, in) matrix, as a view of its parameter.
+_MATRIX_LAYERS: dict[type[nn.Module] | str, Callable[[nn.Module], torch.Tensor]] = {
+    cls: lambda m: m.weight.reshape(m.weight.shape[0], -1) for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+}
 
 
 def _class_key(cls: type[nn.Module] | str) -> type[nn.Module] | str:
@@ -184,7 +195,7 @@ def register_layer(
         return make_tiled(weight, bias_of(module), transposed=transposed)
 
     register_converter(cls, convert)
-    _MATRIX_LAYERS.add(_class_key(cls))
+    _MATRIX_LAYERS[_class_key(cls)] = (lambda m: weight_of(m).t()) if transposed else weight_of
 
 
 def _entry(table: Mapping | set, module: nn.Module) -> type | str | None:
@@ -246,7 +257,7 @@ class _Walk:
             unknown = set(bits) - {"weight_bits", "input_bits"}
             if unknown:
                 raise ConfigError(f"digital placement: unknown option {sorted(unknown)[0]!r} (weight_bits, input_bits)")
-            key = (id(weight), groups, transposed, placement, tuple(sorted(bits.items())))
+            key = (id(weight), layer._matrix, groups, transposed, placement, tuple(sorted(bits.items())))
             seed = layer_seed(self.seed, self.index)
             # An HPD digital factor draws no noise and takes no seed: the other layers keep the seeds they have
             # without HPD, so a chip instance differs from the plain mapping only in the split layer.
@@ -309,6 +320,15 @@ class _Walk:
                         module._modules[child_name] = new
         self.done[id(module)] = replacement
         return replacement
+
+
+def layer_matrix(module: nn.Module) -> torch.Tensor:
+    """The (out, in) weight matrix of a layer ``mapped_layers`` lists, as a view of its parameter (a
+    convolution's kernel flattened per output channel: groups side by side)."""
+    key = _entry(_MATRIX_LAYERS, module)
+    if key is None:
+        raise TypeError(f"{type(module).__name__} is not a single-matrix layer (register_layer)")
+    return _MATRIX_LAYERS[key](module)
 
 
 def mapped_layers(model: nn.Module) -> list[str]:

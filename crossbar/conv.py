@@ -20,15 +20,17 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch's convention)
 
-from crossbar.layers import TiledLinear
+from crossbar.layers import TiledLinear, as_parameter
 
-CHUNK_BYTES = 16 * 2**20  # patch values (float32) unfolded at a time
+CHUNK_BYTES = 4 * 2**20  # patch values (float32) unfolded at a time
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FUNCTIONAL = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_FUNCTIONAL_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 @dataclass(frozen=True)
@@ -79,25 +81,33 @@ class ConvGeometry:
         return text
 
 
-def patch_view(x: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
-    """A padded input (B, C, *spatial) -> a view (B, *out_spatial, C, *kernel) of every patch (no copy)."""
+def patch_view(x: torch.Tensor, geometry: ConvGeometry, groups: int = 1) -> torch.Tensor:
+    """A padded channels-last input (B, *spatial, C) -> a view (B, *out_spatial, G, *kernel, C/G) of every patch
+    (no copy): each group's patch in (kernel position, channel) order, channels innermost, so that copying the
+    patches reads runs of contiguous channels."""
     view, n = x, geometry.dims
     for d in range(n):
         extent = geometry.dilation[d] * (geometry.kernel[d] - 1) + 1
-        view = view.unfold(2 + d, extent, geometry.stride[d])[..., :: geometry.dilation[d]]
-    return view.permute(0, *range(2, 2 + n), 1, *range(2 + n, 2 + 2 * n))
+        view = view.unfold(1 + d, extent, geometry.stride[d])[..., :: geometry.dilation[d]]
+    view = view.unflatten(1 + n, (groups, -1))  # (B, *out, G, C/G, *kernel)
+    return view.permute(0, *range(1, n + 2), *range(n + 3, 2 * n + 3), n + 2)
 
 
 class TiledConv(TiledLinear):
     """An n-d convolution on tiles: x (B, C_in, *spatial) or unbatched (C_in, *spatial) -> (B, C_out, *out).
 
     The weight parameter keeps torch's layout (out, in/G, *kernel); ``geometry``: stride, padding, dilation.
+    On the tiles, a group's matrix row is its kernel in (kernel position, channel) order, as ``patch_view``
+    orders the patches.
     """
 
     def __init__(self, *args: object, geometry: ConvGeometry, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.geometry = geometry
         self.in_channels = self.weight.shape[1] * self.groups
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.movedim(1, -1).reshape(weight.shape[0], -1)
 
     def kind(self) -> str:
         return f"Conv{self.geometry.dims}d {self.geometry.describe()}"
@@ -121,7 +131,8 @@ class TiledConv(TiledLinear):
 
     def _chunks(self, padded: torch.Tensor) -> Iterator[tuple[slice, slice, torch.Tensor]]:
         """(samples, first output dim, patches (n, in_features)) of at most about CHUNK_BYTES each."""
-        view = patch_view(padded, self.geometry)
+        channels_last = padded.movedim(1, -1).contiguous()  # one copy of the input, then runs of channels
+        view = patch_view(channels_last, self.geometry, self.groups)
         batch, first, rest = view.shape[0], view.shape[1], math.prod(view.shape[2 : 1 + self.geometry.dims])
         budget = max(1, CHUNK_BYTES // (4 * self.in_features))  # patches per chunk
         if first * rest <= budget:  # whole samples
@@ -176,6 +187,96 @@ class TiledConv3d(TiledConv):
 
 
 _TILED = {nn.Conv1d: TiledConv1d, nn.Conv2d: TiledConv2d, nn.Conv3d: TiledConv3d}
+
+
+class TiledConvTranspose(TiledLinear):
+    """An n-d transposed convolution on tiles: x (B, C_in, *spatial) or unbatched -> (B, C_out, *out).
+
+    The scatter form: each input position is one MVM of group g's matrix (C_out/G * prod(kernel)) x (C_in/G)
+    (row (c, k) = weight[:, c, k] of the group's input channels), whose outputs are the position's
+    contributions to C_out/G channels at prod(kernel) output offsets; a digital overlap-add places them
+    (one strided add per kernel offset, not a loop over positions), crops ``padding``, and adds the bias.
+    ``output_padding`` extends the output as in torch. Memory: about CHUNK_BYTES of contributions per chunk
+    of whole samples (at least one sample).
+    """
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, *args: object, geometry: ConvGeometry, **kwargs: object
+    ) -> None:
+        output_padding = kwargs.pop("output_padding")
+        super().__init__(weight, None, *args, **kwargs)  # the bias is added after the overlap-add
+        self.bias = None if bias is None else as_parameter(bias)
+        self.geometry, self.output_padding = geometry, tuple(output_padding)
+        self.in_channels, self.out_channels = weight.shape[0], weight.shape[1] * self.groups
+        if self.bias is not None and tuple(self.bias.shape) != (self.out_channels,):
+            raise ValueError(f"{type(self).__name__}: bias of shape {tuple(self.bias.shape)}")
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        per_group = weight.shape[0] // g
+        return weight.reshape(g, per_group, -1).transpose(1, 2).reshape(-1, per_group)
+
+    def kind(self) -> str:
+        return f"ConvTranspose{self.geometry.dims}d {self.geometry.describe()}"
+
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.geometry.dims
+        if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expects input (batch, {self.in_channels} channels, {n} spatial dims) "
+                f"or unbatched, got shape {tuple(x.shape)}"
+            )
+        x = x.to(torch.float32)
+        return x if x.dim() == n + 2 else x.unsqueeze(0)
+
+    def _chunks(self, x: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+        positions = math.prod(x.shape[2:])
+        step = max(1, CHUNK_BYTES // (4 * positions * self.out_features))
+        for b in range(0, x.shape[0], step):
+            samples = slice(b, min(b + step, x.shape[0]))
+            yield samples, x[samples].movedim(1, -1).reshape(-1, self.in_channels)
+
+    def tile_inputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        for _, rows in self._chunks(self._checked(x)):
+            yield rows
+
+    def vectors(self, x: torch.Tensor) -> int:
+        return math.prod(self._checked(x).shape) // self.in_channels
+
+    def analog(self, x: torch.Tensor) -> torch.Tensor:
+        g, n, size = self.geometry, self.geometry.dims, x.shape[2:]
+        pad = [before for before, _ in g.pad]
+        reach = [d * (k - 1) + 1 for d, k in zip(g.dilation, g.kernel, strict=True)]  # a kernel's extent
+        spans = [(length - 1) * s for length, s in zip(size, g.stride, strict=True)]
+        out = [
+            span + r - 2 * p + extra for span, r, p, extra in zip(spans, reach, pad, self.output_padding, strict=True)
+        ]
+        full = [max(span + r, p + o) for span, r, p, o in zip(spans, reach, pad, out, strict=True)]
+        y = torch.zeros(x.shape[0], self.out_channels, *full)
+        everything = (slice(None), slice(None))
+        for samples, rows in self._chunks(x):
+            v = self.matmul(rows, add_bias=False)  # (positions, G * C_out/G * prod(kernel)), group-major
+            v = v.view(-1, *size, self.out_channels, *g.kernel)  # -> (samples, C_out, *kernel, *size)
+            v = v.permute(0, n + 1, *range(n + 2, 2 * n + 2), *range(1, n + 1))
+            target = y[samples]
+            for offset in np.ndindex(*g.kernel):  # overlap-add: one strided add per kernel offset
+                starts = [o * d for o, d in zip(offset, g.dilation, strict=True)]
+                where = [slice(a, a + span + 1, s) for a, span, s in zip(starts, spans, g.stride, strict=True)]
+                target[(*everything, *where)] += v[(*everything, *offset)]
+        y = y[(*everything, *(slice(p, p + o) for p, o in zip(pad, out, strict=True)))]
+        return y if self.bias is None else y + self.bias.detach().view(-1, *([1] * n))
+
+    def reference(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        g = self.geometry
+        pad = tuple(p[0] for p in g.pad)
+        return _FUNCTIONAL_T[g.dims](x, weight, bias, g.stride, pad, self.output_padding, self.groups, g.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._run(self._checked(x))
+        return y if x.dim() == self.geometry.dims + 2 else y.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kernel={self.geometry.describe()}, transposed convolution"
 
 
 def is_depthwise(module: nn.Module) -> bool:

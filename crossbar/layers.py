@@ -56,7 +56,8 @@ class _Programmed:
         self.version = -1
 
 
-def _parameter(tensor: torch.Tensor) -> nn.Parameter:
+def as_parameter(tensor: torch.Tensor) -> nn.Parameter:
+    """The tensor itself when it is a float32 parameter (ties survive), else a float32 parameter copy."""
     if isinstance(tensor, nn.Parameter) and tensor.dtype == torch.float32:
         return tensor
     return nn.Parameter(tensor.detach().to(torch.float32).clone())
@@ -93,15 +94,15 @@ class TiledLinear(nn.Module):
             raise ValueError(f"placement must be 'analog' or 'digital' (got {placement!r})")
         if weight.dim() < 2 or (transposed and weight.dim() != 2):
             raise ValueError(f"{type(self).__name__}: weight must be a matrix, got shape {tuple(weight.shape)}")
-        self.weight = _parameter(weight)
-        self.transposed = transposed
+        if not (isinstance(groups, int) and groups >= 1 and weight.shape[0] % groups == 0):
+            raise ValueError(f"{type(self).__name__}: groups={groups!r} must divide the weight's first dimension")
+        self.weight = as_parameter(weight)
+        self.transposed, self.groups = transposed, groups
         out, per_group = self._matrix(self.weight).shape
-        if not (isinstance(groups, int) and groups >= 1 and out % groups == 0):
-            raise ValueError(f"{type(self).__name__}: groups={groups!r} must divide the {out} outputs")
-        self.bias = None if bias is None else _parameter(bias)
+        self.bias = None if bias is None else as_parameter(bias)
         if self.bias is not None and tuple(self.bias.shape) != (out,):
             raise ValueError(f"{type(self).__name__}: bias of shape {tuple(self.bias.shape)}, expected ({out},)")
-        self.groups, self.out_features, self.in_features = groups, out, per_group * groups
+        self.out_features, self.in_features = out, per_group * groups
         self.chip, self.seed, self.placement = chip, seed, placement
         self.digital_bits = (digital_weight_bits, digital_input_bits)
         self.tile_calls = 0
@@ -114,7 +115,7 @@ class TiledLinear(nn.Module):
 
     # ------------------------------------------------------------------------------------- the weight matrix
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
-        """The (out, in / groups) matrix of a weight of this layer's layout."""
+        """The (out, in / groups) matrix of a weight of this layer's layout, groups one after the other."""
         return weight.t() if self.transposed else weight.reshape(weight.shape[0], -1)
 
     @property
@@ -173,10 +174,10 @@ class TiledLinear(nn.Module):
         width = self.in_features // self.groups
         return [x2d[:, g * width : (g + 1) * width] for g in range(self.groups)]
 
-    def matmul(self, x2d: torch.Tensor) -> torch.Tensor:
-        """(n, in_features) float32 -> (n, out_features) on the tiles (no gradient), bias added."""
+    def matmul(self, x2d: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
+        """(n, in_features) float32 -> (n, out_features) on the tiles (no gradient), bias added (``add_bias``)."""
         self.tile_calls += 1
-        tiles, bias = self.tiles, self.bias
+        tiles, bias = self.tiles, self.bias if add_bias else None
         if self.groups == 1:
             return tiles[0].matmul(x2d, bias)
         rows = self.out_features // self.groups

@@ -77,7 +77,7 @@ class MappingReport:
         width = max([28] + [len(row.name) for row in self.layers])
         header = f"chip {self.chip}, tiles {self.tile[0]}x{self.tile[1]}, {self.analog_tiles} analog tiles used"
         columns = (
-            f"{'layer':<{width}} {'type':<12} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
+            f"{'layer':<{width}} {'type':<20} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
         )
         lines = [header, columns, "-" * len(columns)]
         for row in self.layers:
@@ -90,7 +90,7 @@ class MappingReport:
             notes += [row.reason] if row.reason else []
             note = f"  ({'; '.join(notes)})" if notes else ""
             lines.append(
-                f"{row.name:<{width}} {row.kind[:12]:<12} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} "
+                f"{row.name:<{width}} {row.kind[:20]:<20} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} "
                 f"{util:>6}{note}"
             )
         for h in self.hpd:

@@ -9,6 +9,7 @@ from torch import nn
 
 import crossbar
 from crossbar import ChipConfig, conv
+from crossbar.energy.counting import ActivityCounter
 from models.resnet import resnet_small
 
 IDEAL = ChipConfig.preset("ideal").replace(tile={"rows": 64, "cols": 48})  # several tiles per layer
@@ -153,8 +154,6 @@ def test_energy_counts_one_mvm_per_output_position_and_group():
     positions = 2 * 5 * 4  # batch x output height x output width
     grid = compiled[0].tiles[0].grid  # one group: 6 outputs x 36 inputs -> 3 row blocks
     assert (grid.row_blocks, grid.out_features) == (3, 6)
-    from crossbar.energy.counting import ActivityCounter
-
     activity = ActivityCounter(compiled, chip).run((x,))["0"]
     assert activity.vectors == positions
     assert activity.adc_conversions == 2 * positions * grid.row_blocks * grid.out_features
@@ -197,17 +196,45 @@ def test_bad_conv_inputs_are_clear_errors():
         compiled(torch.randn(1, 3, 4, 8))
     with pytest.raises(ValueError, match="NaN or inf"):
         compiled(torch.full((1, 3, 6, 6), float("nan")))
-    with pytest.warns(UserWarning, match="transposed convolution"):
-        compiled = crossbar.compile(nn.Sequential(nn.ConvTranspose2d(3, 4, 3), nn.Linear(10, 2)), "ideal")
-    assert isinstance(compiled[0], nn.ConvTranspose2d)
-    assert "transposed convolution" in crossbar.report(compiled).layers[0].reason
+    transposed = crossbar.compile(nn.ConvTranspose2d(3, 4, 3), "ideal")
+    with pytest.raises(ValueError, match="3 channels"):
+        transposed(torch.randn(1, 4, 8, 8))
+
+
+TRANSPOSED = [
+    (1, 4, 6, 5, {"stride": 3, "dilation": 2, "groups": 2, "padding": 2}),
+    (2, 6, 8, 3, {"stride": 2, "padding": 1, "output_padding": 1}),
+    (2, 3, 5, 4, {"stride": 2, "padding": 3, "output_padding": (0, 1), "dilation": (1, 2), "bias": False}),
+    (3, 4, 6, (2, 3, 1), {"stride": (1, 2, 1), "groups": 2}),
+]
+
+
+@pytest.mark.parametrize(("dims", "c_in", "c_out", "kernel", "options"), TRANSPOSED)
+def test_transposed_convolutions_equal_torch_and_pass_gradients(dims, c_in, c_out, kernel, options):
+    torch.manual_seed(dims + c_out)
+    layer = getattr(nn, f"ConvTranspose{dims}d")(c_in, c_out, kernel, **options)
+    compiled = crossbar.compile(layer, IDEAL)
+    assert isinstance(compiled, crossbar.TiledConvTranspose) and len(compiled.tiles) == layer.groups
+    x = torch.randn(2, c_in, *SIZES[dims], requires_grad=True)
+    y = compiled(x)
+    assert rel_err(y.detach(), layer(x).detach()) < 1e-5
+    y.square().sum().backward()
+    grad_x = x.grad.clone()
+    x.grad = None
+    layer(x).square().sum().backward()
+    torch.testing.assert_close(grad_x, x.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled.weight.grad, layer.weight.grad, rtol=1e-4, atol=1e-5)
+    counter = ActivityCounter(crossbar.compile(layer, "default"), ChipConfig.preset("default"))
+    assert counter.run((x.detach(),))["(model)"].vectors == 2 * math.prod(SIZES[dims]), "one MVM per input position"
 
 
 def test_patch_view_matches_torch_unfold():
-    x = torch.randn(2, 3, 9, 8)
-    geometry = conv.ConvGeometry.of(nn.Conv2d(3, 1, (3, 2), stride=(2, 1), dilation=(1, 3)))
-    ours = conv.patch_view(x, geometry).reshape(2, -1, 3 * 6)
-    theirs = nn.functional.unfold(x, (3, 2), dilation=(1, 3), stride=(2, 1)).transpose(1, 2)
-    assert torch.equal(ours, theirs)
+    x = torch.randn(2, 6, 9, 8)
+    geometry = conv.ConvGeometry.of(nn.Conv2d(6, 2, (3, 2), stride=(2, 1), dilation=(1, 3), groups=2))
+    channels_last = x.movedim(1, -1)
+    ours = conv.patch_view(channels_last, geometry, groups=2)  # (B, out_h, out_w, G, kh, kw, C/G)
+    theirs = nn.functional.unfold(x, (3, 2), dilation=(1, 3), stride=(2, 1))  # (B, C * kh * kw, L)
+    theirs = theirs.reshape(2, 2, 3, 3, 2, -1).permute(0, 5, 1, 3, 4, 2)  # (B, L, G, kh, kw, C/G)
+    assert torch.equal(ours.reshape(theirs.shape), theirs)
     assert math.prod(geometry.output_size((9, 8))) == theirs.shape[1]
-    assert np.shares_memory(conv.patch_view(x, geometry).numpy(), x.numpy()), "a view, not a copy"
+    assert np.shares_memory(ours.numpy(), x.numpy()), "a view, not a copy"

@@ -159,9 +159,13 @@ def test_register_layer_maps_a_user_layer_type():
             assert rel_err(compiled(x), model(x)) < 1e-5
         assert crossbar.report(compiled).layers[0].kind == "Scaled"
         assert compiled[0].weight.shape == (12, 5), "the stored layout is kept"
+        assert crossbar.compiler.mapped_layers(model) == ["0", "2"]
+        noisy = crossbar.weight_noise.noisy_copy(model, crossbar.WeightNoise(level=0.1), seed=0)
+        change = (noisy[0].kernel - model[0].kernel).abs()
+        assert 0 < float(change.max().detach()) < 0.5 * float(model[0].kernel.abs().max().detach())
     finally:
         crossbar.compiler.CONVERTERS.pop(Scaled)
-        crossbar.compiler._MATRIX_LAYERS.discard(Scaled)
+        crossbar.compiler._MATRIX_LAYERS.pop(Scaled)
     with pytest.raises(TypeError, match="nn.Module subclass"):
         crossbar.register_layer(int)
 
