@@ -238,6 +238,7 @@ class _Walk:
     done: dict[int, nn.Module] = field(default_factory=dict)
     tied: dict[tuple, tuple[torch.Tensor, TiledLinear]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    matrices: set[str] = field(default_factory=set)  # full names of the matrices programmed, for digital=
 
     def make_tiled_for(self, module_name: str) -> MakeTiled:
         def make_tiled(
@@ -251,6 +252,7 @@ class _Walk:
             **options: object,
         ) -> TiledLinear:
             full = ".".join(part for part in (module_name, name) if part)
+            self.matrices.add(full)
             placed = self.digital.get(full, self.digital.get(module_name))
             placement = "digital" if placed is not None else "analog"
             bits = dict(placed or {})
@@ -393,15 +395,17 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
         if digital_map.setdefault(name, opts) is not opts:
             raise ConfigError(f"digital placement: {name} is an HPD factor; set its bits in hpd=, not digital=")
     names = dict(compiled.named_modules(remove_duplicate=False))
-    missing = sorted(set(digital_map) - set(names))
-    if missing:
-        raise ConfigError(f"digital placement: no module named {missing[0]!r} in the model")
-    both = [n for n in digital_map if isinstance(names[n], hpd_transform.HPDLinear)]
+    both = [n for n in digital_map if isinstance(names.get(n), hpd_transform.HPDLinear)]
     if both:
         raise ConfigError(f"{both[0]}: named in both digital= and hpd=; choose one placement")
 
     walk = _Walk(chip, seed, digital_map, hpd_digital)
     compiled = walk.visit(compiled, "")
+    missing = sorted(set(digital_map) - set(names) - walk.matrices)  # a matrix of a converted module counts
+    if missing:
+        raise ConfigError(
+            f"digital placement: no module named {missing[0]!r} in the model, nor a matrix of a converted module"
+        )
     for message in walk.warnings:
         warnings.warn(f"crossbar.compile: {message}", stacklevel=2)
     if walk.mapped == 0:

@@ -390,6 +390,10 @@ def test_bare_lstm_compiles_and_the_report_lists_every_matrix():
     assert rows["hr_l0"].shape == (2, 6) and rows["hh_l0"].shape == (24, 2)
     placed = crossbar.report(crossbar.compile(nn.Sequential(lstm), "ideal", digital=["0"])).layers
     assert {row.name for row in placed if row.placement == "digital" and row.shape} == {f"0.{m}" for m in matrices}
+    one = crossbar.report(crossbar.compile(nn.Sequential(lstm), "ideal", digital={"0.hh_l0": {"weight_bits": 4}}))
+    assert [row.name for row in one.layers if row.placement == "digital" and row.shape] == ["0.hh_l0"]
+    with pytest.raises(crossbar.ConfigError, match="no module named '0.hh_l9'"):
+        crossbar.compile(nn.Sequential(lstm), "ideal", digital=["0.hh_l9"])
 
 
 def test_float64_models_compute_on_float32_tiles():
