@@ -422,13 +422,24 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
 def calibrate(compiled: nn.Module, inputs: torch.Tensor | tuple) -> None:
     """Set calibrated DAC/ADC ranges of every tiled layer from one forward pass over sample ``inputs``.
 
-    Each layer calibrates on the inputs it receives from the layers before it, as they run on the chip.
+    Each layer calibrates on the inputs it receives from the layers before it, as they run on the chip. A layer
+    called several times in the pass (a recurrent layer's hidden-to-hidden matrix, once per time step; a
+    shared module) calibrates on each call's input as it comes, then, after the pass, once on all of them.
     """
     layers = [m for m in compiled.modules() if isinstance(m, TiledLinear)]
-    hooks = [layer.register_forward_pre_hook(lambda mod, args: mod.calibrate(args[0])) for layer in layers]
+    seen: dict[TiledLinear, list[torch.Tensor]] = {}
+
+    def calibrate_on(layer: TiledLinear, args: tuple) -> None:
+        seen.setdefault(layer, []).append(args[0].detach())
+        layer.calibrate(args[0])
+
+    hooks = [layer.register_forward_pre_hook(calibrate_on) for layer in layers]
     try:
         with torch.no_grad():
             compiled(*inputs) if isinstance(inputs, tuple) else compiled(inputs)
     finally:
         for hook in hooks:
             hook.remove()
+    for layer, calls in seen.items():
+        if len(calls) > 1 and all(x.shape[1:] == calls[0].shape[1:] for x in calls):
+            layer.calibrate(torch.cat(calls))

@@ -3,6 +3,7 @@ projection runs through its tiles, the default chip adds the noise of a tiled Li
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -407,3 +408,22 @@ def test_float64_models_compute_on_float32_tiles():
         got = convert_attention(attention, tiler())(x, x, x, attn_mask=mask)[0]
         assert got.dtype == torch.float32 and rel_err(got, attention(x, x, x, attn_mask=mask)[0]) < 1e-5
         assert rel_err(convert_recurrent(gru, tiler())(y)[0], gru(y)[0]) < 1e-5
+
+
+def test_calibration_of_a_matrix_used_every_step_sees_every_step():
+    torch.manual_seed(14)
+    chip = DEFAULT.replace(dac={"mode": "calibrated"}, adc={"mode": "calibrated"})
+    rnn = nn.RNN(4, 8, nonlinearity="relu", bias=False)
+    x = torch.randn(12, 3, 4)
+    x[6:] *= 0.01  # the early steps drive the state much harder than the last ones
+    compiled = crossbar.compile(rnn, chip, calibration_inputs=x)
+    states = []
+    hook = compiled.hh_l0.register_forward_pre_hook(lambda mod, args: states.append(args[0]))
+    with torch.no_grad():
+        compiled(x)
+    hook.remove()
+    every_step = torch.cat(states).abs().numpy()
+    expected = np.percentile(every_step, chip.adc.calibration_percentile)
+    assert compiled.hh_l0.tiles[0].dac_range == pytest.approx(expected, rel=0.05)
+    last_step_only = np.percentile(states[-1].abs().numpy(), chip.adc.calibration_percentile)
+    assert abs(last_step_only - expected) > 0.1 * expected, "the test must tell the two apart"
