@@ -16,13 +16,28 @@ from collections.abc import Iterable, Iterator
 from tqdm import tqdm
 
 _quiet = 0  # depth of active quiet() blocks
+_inherited: list[bool] = []  # the choices of the enclosing inherit() blocks
 
 
 def enabled(progress: bool | None) -> bool:
-    """Whether to show a bar: ``progress`` itself, or for None, standard error is a terminal and not quiet."""
+    """Whether to show a bar: ``progress`` itself; for None, the choice of the innermost ``inherit`` block, else
+    whether standard error is a terminal and not quiet."""
+    if progress is None and _inherited:
+        return _inherited[-1]
     if progress is None:
         return _quiet == 0 and sys.stderr is not None and sys.stderr.isatty()
     return bool(progress)
+
+
+@contextlib.contextmanager
+def inherit(progress: bool | None) -> Iterator[None]:
+    """Within the block, bars of inner steps asked with None follow ``enabled(progress)`` (a call given
+    ``progress=False`` shows none of its inner bars, e.g. the IR-drop matrices of a compile)."""
+    _inherited.append(enabled(progress))
+    try:
+        yield
+    finally:
+        _inherited.pop()
 
 
 def bar(
