@@ -22,6 +22,7 @@ import torch
 from crossbar import device, irdrop
 from crossbar.config import ChipConfig, ConfigError, MappingConfig, TileConfig
 from crossbar.engine import TileRecord, convert_inputs, run_tiles
+from crossbar.gaussian import call_key
 from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
@@ -227,11 +228,11 @@ class AnalogTiles:
 
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
-        rows; input scales s (B, R); (s code / L)^2 as (B, R * rows), or empty."""
+        rows; input scales s (B, R); (s code / L)^2 as (B, in), or empty."""
         grid = self.grid
         blocks = np.empty((grid.row_blocks, x.shape[0], grid.rows), dtype=np.float32)
         scales = np.empty((x.shape[0], grid.row_blocks), dtype=np.float32)
-        volts_squared = np.empty((x.shape[0], grid.row_blocks * grid.rows), dtype=np.float32) if squares else _EMPTY2
+        volts_squared = np.empty((x.shape[0], grid.in_features), dtype=np.float32) if squares else _EMPTY2
         convert_inputs(self.record, x, blocks, scales, volts_squared)
         return blocks, scales, volts_squared
 
@@ -274,7 +275,7 @@ class AnalogTiles:
                 "crossbar.compile(model, chip, calibration_inputs=...)"
             )
         self._calls += 1
-        noise_key = np.random.SeedSequence([self.seed, self._calls]).generate_state(1, np.uint64)[0]
+        noise_key = call_key(self.seed, self._calls)
         out = run_tiles(self.record, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
         return torch.from_numpy(out)
 
