@@ -370,13 +370,13 @@ def layer_task_kernel(
     n_blocks, block, _ = weights.shape
     width = c1 - c0
     with_cells = cells.shape[0] > 0
-    lines = np.empty((n_blocks, m, block), dtype=np.float32)
+    lines = np.empty((n_blocks, m, block if n_blocks > 1 else n_in), dtype=np.float32)  # one block: no padding
     scales = np.empty((m, n_blocks), dtype=np.float32)
     squares = np.empty((m, n_in) if with_cells else (0, 0), dtype=np.float32)
     bad = dac_kernel(x, dac_levels, dac_range, lines, scales, squares)
     if bad:
         return bad
-    acc = out[:, c0:c1]
+    acc = np.empty((m, width), dtype=np.float32)  # contiguous, so that the loops over columns vectorise
     product = np.zeros((m, width), dtype=np.float32)
     variance = np.zeros((m, width) if with_cells else (0, 0), dtype=np.float32)
     for r in range(n_blocks):
@@ -391,10 +391,13 @@ def layer_task_kernel(
                         total = product[b]
                         for j in range(width):
                             total[j] += v * row[j]
-        elif used == block:
-            np.dot(lines[r], weights[r], product)
-        else:
-            np.dot(np.ascontiguousarray(lines[r, :, :used]), weights[r, :used], product)
+        elif used == lines.shape[2]:
+            np.dot(lines[r], weights[r, :used], product)
+        else:  # the last row block, short: its used word lines, contiguous (row copies, fast where
+            short = np.empty((m, used), dtype=np.float32)  # numba's ascontiguousarray is not)
+            for b in range(m):
+                short[b] = lines[r, b, :used]
+            np.dot(short, weights[r, :used], product)
         adc_accumulate_kernel(product, to_code[r, c0:c1], from_code[r, c0:c1], adc_levels, scales[:, r], acc, r == 0)
     if with_cells:
         if m <= LOOP_ROWS:
@@ -408,7 +411,10 @@ def layer_task_kernel(
                             total[j] += q * row[j]
         else:
             np.dot(squares, cells, variance)
-    noise_bias_kernel(acc, scales, noise_scale[:, c0:c1], variance, noise_key, b0, c0, bias[c0:c1])
+    noise = np.ascontiguousarray(noise_scale[:, c0:c1])
+    noise_bias_kernel(acc, scales, noise, variance, noise_key, b0, c0, bias[c0:c1])
+    for b in range(m):  # row by row: numba copies a 2-D strided slice element by element
+        out[b, c0:c1] = acc[b]
     return 0
 
 
@@ -437,12 +443,11 @@ def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.
     args = (tiles.block_weights, tiles.to_code, tiles.from_code, tiles.noise_scale, tiles.cells, bias)
     args += (tiles.dac_levels, tiles.dac_range, tiles.adc_levels, noise_key)
     if batch <= LOOP_ROWS:  # no BLAS: products by loops, cut by columns when there is enough work
-        parts = threads if threads > 1 and batch * tiles.products >= COLUMN_SPLIT_PRODUCTS else 1
-        tasks = [(x, out, 0, c0, c1) for c0, c1 in column_split(width, parts)]
-        if len(tasks) == 1:
+        if threads == 1 or batch * tiles.products < COLUMN_SPLIT_PRODUCTS:
             if layer_task_kernel(x, *args, 0, 0, width, out):
                 raise ValueError(_NOT_FINITE)
             return out
+        tasks = [(x, out, 0, c0, c1) for c0, c1 in column_split(width, threads)]
     else:
         tasks = [(x[rows], out[rows], rows.start, 0, width) for rows in split(batch, threads)]
 

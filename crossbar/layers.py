@@ -75,6 +75,8 @@ class TiledLinear(nn.Module):
             self.tile.calibrate(self._as_matrix(x).detach())
 
     def _as_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.dtype == torch.float32 and x.shape[1] == self.in_features and x.is_contiguous():
+            return x  # the common case, without a torch call
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__}: input has {x.shape[-1]} features in its last dimension, "
@@ -85,13 +87,12 @@ class TiledLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight._version != self._programmed_version:
             self.program()
-        leading = x.shape[:-1]
         x2d = self._as_matrix(x)
         if torch.is_grad_enabled() and (x2d.requires_grad or self.weight.requires_grad):
             y = _StraightThrough.apply(x2d, self.weight, self.bias, self.tile)
         else:
             y = self.tile.matmul(x2d, self.bias)
-        return y.reshape(*leading, self.out_features)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, placement={self.placement}"

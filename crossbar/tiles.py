@@ -276,7 +276,8 @@ class AnalogTiles:
             )
         self._calls += 1
         noise_key = call_key(self.seed, self._calls)
-        out = run_tiles(self.record, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
+        x_np = (x.detach() if x.requires_grad else x).numpy()
+        out = run_tiles(self.record, x_np, _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
         return torch.from_numpy(out)
 
 
