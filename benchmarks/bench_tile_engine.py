@@ -211,16 +211,24 @@ class Contender:
     estimate: float = 0.0  # seconds per call, from warmup
     inner: int = 1  # calls per timed sample
     samples: list[float] = field(default_factory=list)  # seconds per call, one per round
+    cpu_samples: list[float] = field(default_factory=list)  # CPU seconds of the process per call, one per round
+
+    def add(self, sample: tuple[float, float]) -> None:
+        self.samples.append(sample[0])
+        self.cpu_samples.append(sample[1])
 
     def summary(self, rounds: list[int] | None = None) -> dict[str, Any]:
         chosen = self.samples if rounds is None else [self.samples[i] for i in rounds]
+        cpu = self.cpu_samples if rounds is None else [self.cpu_samples[i] for i in rounds]
         return {
             "median_s": statistics.median(chosen),
             "min_s": min(chosen),
             "max_s": max(chosen),
+            "cpu_median_s": statistics.median(cpu),
             "reps": len(chosen),
             "calls_per_sample": self.inner,
             "samples_s": self.samples,
+            "cpu_samples_s": self.cpu_samples,
         }
 
 
@@ -229,21 +237,23 @@ MIN_SAMPLE_S = 0.05  # cheap calls are repeated within one sample until it lasts
 QUIET_CORES = 0.25  # a round is "quiet" when other processes used less than this many cores during it
 
 
-def timed_sample(fn: Callable[[], Any], inner: int, settle: float, primer: bool) -> float:
-    """Seconds per call: settle, optionally one untimed call, then ``inner`` timed back-to-back calls."""
+def timed_sample(fn: Callable[[], Any], inner: int, settle: float, primer: bool) -> tuple[float, float]:
+    """Seconds per call, wall clock and CPU time of the process (all its threads): settle, optionally one
+    untimed call, then ``inner`` timed back-to-back calls. On a loaded machine the CPU time of a one-thread
+    call is what it costs; its wall time also counts the time slices other processes took."""
     if settle > 0:
         time.sleep(settle)
     if primer:
         fn()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - start) / inner
+    return (time.perf_counter() - start) / inner, (time.process_time() - cpu) / inner
 
 
 def warm_up(contender: Contender, settle: float) -> None:
     contender.fn()  # first call: JIT, buffer allocation, caches
-    contender.estimate = timed_sample(contender.fn, 1, settle, primer=False)
+    contender.estimate = timed_sample(contender.fn, 1, settle, primer=False)[0]
     contender.inner = max(1, min(50, math.ceil(MIN_SAMPLE_S / max(contender.estimate, 1e-6))))
 
 
@@ -282,7 +292,7 @@ def run_rounds(contenders: list[Contender], args: argparse.Namespace, quiet: Qui
         order = contenders[shift:] + contenders[:shift]
         for contender in order:
             primer = contender.estimate < PRIMER_LIMIT_S
-            contender.samples.append(timed_sample(contender.fn, contender.inner, args.settle, primer))
+            contender.add(timed_sample(contender.fn, contender.inner, args.settle, primer))
         load = quiet.monitor.stop()
         rounds.append({"order": [c.name for c in order], "waited_s": waited, "foreign_load_cores": load})
     return rounds
@@ -297,7 +307,7 @@ def measure(fn: Callable[[], Any], reps: int, settle: float, quiet: Quiet) -> di
         quiet.wait()
         quiet.monitor.start()
         primer = contender.estimate < PRIMER_LIMIT_S
-        contender.samples.append(timed_sample(fn, contender.inner, settle, primer))
+        contender.add(timed_sample(fn, contender.inner, settle, primer))
         loads.append(quiet.monitor.stop())
     return {**contender.summary(), "foreign_load_cores": loads}
 
