@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401 (the BLAS numba's np.dot calls: loaded before its thread count is found)
 import torch
 from threadpoolctl import ThreadpoolController
 
