@@ -339,6 +339,35 @@ COLUMN_SPLIT_PRODUCTS = 1 << 19
 
 
 @numba.njit(nogil=True, cache=True)
+def rows_times_matrix(values: np.ndarray, matrix: np.ndarray, k: int, c0: int, c1: int, out: np.ndarray) -> None:
+    """out (m, c1 - c0) = values[:, :k] @ matrix[:k, c0:c1] for a few vectors (values (m, >= k), matrix
+    (>= k, N), float32), each element summed over i = 0 .. k - 1 in order, in float32, one row of the matrix
+    read once for all m vectors, four rows per pass over out (the same sums, a quarter of the loads and
+    stores); rows whose values are all zero are skipped (adding +-0 leaves such a sum unchanged)."""
+    m, width = out.shape
+    out[:] = 0.0
+    i = 0
+    while i + 4 <= k:
+        r0, r1, r2, r3 = matrix[i, c0:c1], matrix[i + 1, c0:c1], matrix[i + 2, c0:c1], matrix[i + 3, c0:c1]
+        for b in range(m):
+            v0, v1, v2, v3 = values[b, i], values[b, i + 1], values[b, i + 2], values[b, i + 3]
+            if v0 == 0.0 and v1 == 0.0 and v2 == 0.0 and v3 == 0.0:
+                continue
+            total = out[b]
+            for j in range(width):
+                total[j] = (((total[j] + v0 * r0[j]) + v1 * r1[j]) + v2 * r2[j]) + v3 * r3[j]
+        i += 4
+    for last in range(i, k):
+        row = matrix[last, c0:c1]
+        for b in range(m):
+            v = values[b, last]
+            if v != 0.0:
+                total = out[b]
+                for j in range(width):
+                    total[j] += v * row[j]
+
+
+@numba.njit(nogil=True, cache=True)
 def layer_task_kernel(
     x: np.ndarray,
     weights: np.ndarray,
@@ -383,15 +412,7 @@ def layer_task_kernel(
     for r in range(n_blocks):
         used = min(block, n_in - r * block)
         if m <= LOOP_ROWS:
-            product[:] = 0.0
-            for i in range(used):
-                row = weights[r, i, c0:c1]
-                for b in range(m):
-                    v = lines[r, b, i]
-                    if v != 0.0:
-                        total = product[b]
-                        for j in range(width):
-                            total[j] += v * row[j]
+            rows_times_matrix(lines[r], weights[r], used, c0, c1, product)
         elif used == lines.shape[2]:
             np.dot(lines[r], weights[r, :used], product)
         else:  # the last row block, short: its used word lines, contiguous (row copies, fast where
@@ -402,14 +423,7 @@ def layer_task_kernel(
         adc_accumulate_kernel(product, to_code[r, c0:c1], from_code[r, c0:c1], adc_levels, scales[:, r], acc, r == 0)
     if with_cells:
         if m <= LOOP_ROWS:
-            for i in range(n_in):
-                row = cells[i, c0:c1]
-                for b in range(m):
-                    q = squares[b, i]
-                    if q != 0.0:
-                        total = variance[b]
-                        for j in range(width):
-                            total[j] += q * row[j]
+            rows_times_matrix(squares, cells, n_in, c0, c1, variance)
         else:
             np.dot(squares, cells, variance)
     noise = np.ascontiguousarray(noise_scale[:, c0:c1])

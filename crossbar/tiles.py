@@ -143,6 +143,7 @@ class AnalogTiles:
         self._program(weight.T)
         self._periphery_constants()
         self._calls = 0
+        self._bias_view: tuple[torch.Tensor, int, np.ndarray] | None = None
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
         chip, grid = self.chip, self.grid
@@ -277,8 +278,17 @@ class AnalogTiles:
         self._calls += 1
         noise_key = call_key(self.seed, self._calls)
         x_np = (x.detach() if x.requires_grad else x).numpy()
-        out = run_tiles(self.record, x_np, _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
-        return torch.from_numpy(out)
+        return torch.from_numpy(run_tiles(self.record, x_np, self._bias_array(bias), noise_key))
+
+    def _bias_array(self, bias: torch.Tensor | None) -> np.ndarray:
+        """A numpy view of the bias (N,) float32, or (0,): kept while it is the same tensor on the same memory
+        (an in-place update shows through the view), since making one costs more than a narrow layer's kernel."""
+        if bias is None:
+            return _EMPTY1
+        cached = self._bias_view
+        if cached is None or cached[0] is not bias or cached[1] != bias.data_ptr():
+            self._bias_view = cached = (bias, bias.data_ptr(), bias.detach().numpy())
+        return cached[2]
 
 
 def _row_blocks(tiled: np.ndarray, grid: TileGrid) -> np.ndarray:

@@ -146,3 +146,19 @@ def test_call_key_is_numpys_seed_sequence():
     for seed, call in pairs:
         expected = np.random.SeedSequence([seed, call]).generate_state(1, np.uint64)[0]
         assert call_key(seed, call) == expected and isinstance(call_key(seed, call), np.uint64)
+
+
+def test_a_changed_bias_is_used():
+    """The forward keeps a numpy view of the bias: updates in place, a new tensor's memory and a new
+    parameter all reach the output (ideal chip: no noise, so outputs differ by the change alone)."""
+    torch.manual_seed(3)
+    compiled = crossbar.compile(nn.Sequential(nn.Linear(40, 30)), "ideal", seed=0)
+    layer, x = compiled[0], torch.randn(5, 40)
+    with torch.no_grad():
+        first, original = compiled(x), layer.bias.detach().clone()
+        layer.bias.add_(1.0)  # in place
+        assert torch.allclose(compiled(x), first + 1.0, atol=1e-5)
+        layer.bias.data = layer.bias.data + 1.0  # new memory, same parameter
+        assert torch.allclose(compiled(x), first + 2.0, atol=1e-5)
+        layer.bias = nn.Parameter(torch.zeros(30))  # a new parameter
+        assert torch.allclose(compiled(x), first - original, atol=1e-5)
