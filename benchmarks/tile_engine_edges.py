@@ -177,7 +177,7 @@ def per_layer_profile(batch: int, reps: int = 2000) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from crossbar.engine import layer_task_kernel, run_tiles
+    from crossbar.engine import SMALL_PRODUCTS, layer_task_kernel, run_tiles
     from crossbar.gaussian import call_key
 
     model, sim = narrow_stack(layers=1)
@@ -194,7 +194,8 @@ def per_layer_profile(batch: int, reps: int = 2000) -> dict[str, float]:
         "engine.run_tiles": lambda: run_tiles(record, x_np, bias, key),
         "engine.layer_task_kernel (DAC+product+ADC+noise+bias)": lambda: layer_task_kernel(
             x_np, record.block_weights, record.to_code, record.from_code, record.noise_scale, record.cells, bias,
-            record.dac_levels, record.dac_range, record.adc_levels, key, 0, 0, 64, out,
+            record.dac_levels, record.dac_range, record.adc_levels, key, batch * 64 * 64 <= SMALL_PRODUCTS, 0, 0, 64,
+            out,
         ),
     }  # fmt: skip
     result = {}

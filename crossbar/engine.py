@@ -6,14 +6,15 @@ the result with the ADC (``adc_accumulate_kernel``) while it is still in cache, 
 bias (``noise_bias_kernel``); no (row blocks x batch x columns) product is ever held in memory. The per-call
 work in Python is a few lines: the record (``TileRecord``) holds everything else, prepared at programming time.
 
-Tasks: with one thread, one task. With T = ``torch.get_num_threads()`` > 1, a batch is cut into up to T blocks
-of at least MIN_TASK_ROWS input vectors, and a batch of at most LOOP_ROWS vectors (latency, token by token)
-with enough work into T ranges of output columns; the calling thread runs one task, a pool the others. A task
-of more than LOOP_ROWS vectors multiplies by one single-threaded BLAS call per row block (numba's, that is
-scipy's OpenBLAS, held to one thread by ``one_blas_thread``): single-threaded BLAS calls leave no BLAS worker
-threads spinning after a call, which would take the cores from the kernels that follow (and from the rest of
-the model: a threaded BLAS here made a Mamba LM 3x slower). A task of at most LOOP_ROWS vectors multiplies by
-loops that read each weight once for all its vectors, as a matrix-vector product does.
+Products: a batch of at most LOOP_ROWS vectors (latency, token by token) or of at most SMALL_PRODUCTS
+multiply-adds (narrow layers) is multiplied by loops that read each weight once for all its vectors, as a
+matrix-vector product does; any other by one single-threaded BLAS call per row block (numba's, that is scipy's
+OpenBLAS, held to one thread by ``one_blas_thread``): single-threaded BLAS calls leave no BLAS worker threads
+spinning after a call, which would take the cores from the kernels that follow (and from the rest of the
+model: a threaded BLAS here made a Mamba LM 3x slower). Tasks: with one thread, one task. With
+T = ``torch.get_num_threads()`` > 1, a BLAS batch is cut into up to T blocks of at least MIN_TASK_ROWS input
+vectors, a loop batch with enough work into T ranges of output columns; the calling thread runs one task, a
+pool the others.
 
 The same seed and thread count give the same bits. Another thread count may cut the BLAS products differently,
 so the BLAS may round a tile output differently in its last bit; where that crosses an ADC decision level the
@@ -330,11 +331,13 @@ def convert_inputs(
 
 
 _NOT_FINITE = "analog layer: input contains NaN or inf; the DAC cannot convert it"
-# At most this many input vectors in a task are multiplied by loops over the weights (each weight row read once
-# for all of them, as a matrix-vector product is); more go through BLAS.
+# A batch of at most LOOP_ROWS vectors, or of at most SMALL_PRODUCTS multiply-adds, is multiplied by loops over
+# the weights (each weight row read once for all vectors, as a matrix-vector product is; no BLAS call and its
+# thread setting to pay for); anything else goes through BLAS.
 LOOP_ROWS = 8
-# A batch of at most LOOP_ROWS vectors is cut by output columns into tasks when it has at least this many
-# multiply-adds (a thread hand-off costs tens of microseconds).
+SMALL_PRODUCTS = 1 << 18
+# A loop batch is cut by output columns into tasks when it has at least this many multiply-adds (a thread
+# hand-off costs tens of microseconds).
 COLUMN_SPLIT_PRODUCTS = 1 << 19
 
 
@@ -380,6 +383,7 @@ def layer_task_kernel(
     dac_range: float,
     adc_levels: int,
     noise_key: np.uint64,
+    loops: bool,
     b0: int,
     c0: int,
     c1: int,
@@ -389,12 +393,11 @@ def layer_task_kernel(
     the batch), DAC, tile products, ADC, noise and bias in one call, into out (m, N); returns the number of
     slices holding a NaN or an infinity (then out is not written).
 
-    With m <= LOOP_ROWS the products are loops (row i of a row block's weights, for every vector), any column
-    range; above, one BLAS product per row block (np.dot: numba's BLAS, one call per block of the whole width,
-    c0 = 0 and c1 = N), each converted by the ADC while in cache, and, with per-cell noise (cells (in, N), else
-    (0, 0)), one more product of the squared inputs with the cell variances. The arrays are those of
-    ``TileRecord``; the noise is keyed by the element's position, so any cut of the output gets the same draws.
-    One thread, no GIL.
+    With ``loops`` the products are loops (``rows_times_matrix``), any column range; else one BLAS product
+    per row block (np.dot: numba's BLAS, one call per block of the whole width, c0 = 0 and c1 = N), each
+    converted by the ADC while in cache; with per-cell noise (cells (in, N), else (0, 0)), one more product of
+    the squared inputs with the cell variances. The arrays are those of ``TileRecord``; the noise is keyed by
+    the element's position, so any cut of the output gets the same draws. One thread, no GIL.
     """
     m, n_in = x.shape
     n_blocks, block, _ = weights.shape
@@ -411,7 +414,7 @@ def layer_task_kernel(
     variance = np.zeros((m, width) if with_cells else (0, 0), dtype=np.float32)
     for r in range(n_blocks):
         used = min(block, n_in - r * block)
-        if m <= LOOP_ROWS:
+        if loops:
             rows_times_matrix(lines[r], weights[r], used, c0, c1, product)
         elif used == lines.shape[2]:
             np.dot(lines[r], weights[r, :used], product)
@@ -422,7 +425,7 @@ def layer_task_kernel(
             np.dot(short, weights[r, :used], product)
         adc_accumulate_kernel(product, to_code[r, c0:c1], from_code[r, c0:c1], adc_levels, scales[:, r], acc, r == 0)
     if with_cells:
-        if m <= LOOP_ROWS:
+        if loops:
             rows_times_matrix(squares, cells, n_in, c0, c1, variance)
         else:
             np.dot(squares, cells, variance)
@@ -448,16 +451,18 @@ def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.
         out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
 
     Tasks (``layer_task_kernel``, one per thread, ``torch.get_num_threads()``): blocks of at least
-    MIN_TASK_ROWS input vectors (``split``); a batch of at most LOOP_ROWS vectors with enough work is cut by
-    output columns instead; anything else is one task on the calling thread.
+    MIN_TASK_ROWS input vectors (``split``) for BLAS products; for products by loops (at most LOOP_ROWS vectors
+    or SMALL_PRODUCTS multiply-adds: the choice depends on the batch, never on the threads), ranges of output
+    columns when there is enough work; anything else is one task on the calling thread.
     """
     batch, width = x.shape[0], tiles.grid.out_features
     x = np.ascontiguousarray(x, dtype=np.float32)  # the DAC reads the bit patterns of x's rows
     out = np.empty((batch, width), dtype=np.float32)
     threads = torch.get_num_threads()
     args = (tiles.block_weights, tiles.to_code, tiles.from_code, tiles.noise_scale, tiles.cells, bias)
-    args += (tiles.dac_levels, tiles.dac_range, tiles.adc_levels, noise_key)
-    if batch <= LOOP_ROWS:  # no BLAS: products by loops, cut by columns when there is enough work
+    loops = batch <= LOOP_ROWS or batch * tiles.products <= SMALL_PRODUCTS
+    args += (tiles.dac_levels, tiles.dac_range, tiles.adc_levels, noise_key, loops)
+    if loops:  # no BLAS: cut by columns when there is enough work
         if threads == 1 or batch * tiles.products < COLUMN_SPLIT_PRODUCTS:
             if layer_task_kernel(x, *args, 0, 0, width, out):
                 raise ValueError(_NOT_FINITE)
@@ -469,7 +474,7 @@ def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.
     def task(x_part: np.ndarray, out_part: np.ndarray, b0: int, c0: int, c1: int) -> int:
         return layer_task_kernel(x_part, *args, b0, c0, c1, out_part)
 
-    with one_blas_thread() if batch > LOOP_ROWS else contextlib.nullcontext():
+    with contextlib.nullcontext() if loops else one_blas_thread():
         pending = [_workers(len(tasks)).submit(task, *t) for t in tasks[1:]]
         bad = 0
         try:
