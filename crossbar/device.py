@@ -116,9 +116,11 @@ class ProfileNoiseModel(BaseNoiseModel):
     aihwkit draws what it can express: the programming std through ``PCMLikeNoiseModel`` (its ``prog_coeff``),
     the power-law drift through ``CustomDriftPCMLikeNoiseModel`` (its g/nu tables; its own read noise off),
     each time of a relaxation table through ``ReRamWan2022NoiseModel`` (its ``coeff_dic``). This class adds
-    what they cannot: the mean offsets, the interpolation of a relaxation table between its times, and the
-    read noise polynomial (one read at t_inference). Siemens quantities of the profile are scaled by
-    chip g_max / profile g_max; aihwkit clamps at 0 before the mean offset is added, this class after.
+    what they cannot: the mean offsets, the interpolation of a relaxation table between its times, the
+    nonparametric spread table (tabulated mean and std, empirical quantiles: ``crossbar.spread_table``,
+    drawn from torch's seeded generator) and the read noise polynomial (one read at t_inference). Siemens
+    quantities of the profile are scaled by chip g_max / profile g_max; aihwkit clamps at 0 before the mean
+    offset is added, this class after.
     """
 
     def __init__(self, profile: DeviceProfile, g_max_us: float, device: DeviceConfig | None = None) -> None:
@@ -157,8 +159,18 @@ class ProfileNoiseModel(BaseNoiseModel):
         g = reram.apply_drift_noise_to_conductance(g_target, g_target, t)
         return (g + self._poly(table.mean, g_target)).clamp(min=0.0)
 
+    def _spread(self, g_target: torch.Tensor, t: float) -> torch.Tensor:
+        """g_T + mean + prog_noise_scale std z, with z from the table's quantiles (one uniform draw per device)."""
+        table = self.profile.spread
+        g = g_target.numpy() / self.to_us  # profile siemens
+        mean, std = table.moments(g, t)
+        z = table.deviates(g, t, torch.rand(g_target.shape, dtype=torch.float64).numpy())
+        return (g_target + torch.from_numpy((mean + self.scales[0] * std * z) * self.to_us)).clamp(min=0.0)
+
     @torch.no_grad()
     def apply_programming_noise_to_conductance(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.spread is not None:
+            return self._spread(g_target, self.profile.spread.times[0])
         if self.profile.relaxation is not None:
             return self._relaxed(g_target, self.profile.relaxation.times[0])
         if self.aihwkit_model is None:
@@ -170,6 +182,8 @@ class ProfileNoiseModel(BaseNoiseModel):
 
     @torch.no_grad()
     def generate_drift_coefficients(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.spread is not None:  # called once per programming: refuse or warn about the range here
+            self.profile.spread.check_range(g_target.numpy() / self.to_us)
         if self.profile.drift is not None and self.aihwkit_model is not None:
             return self.aihwkit_model.generate_drift_coefficients(g_target.clone()).double()
         return g_target.clone()
@@ -178,7 +192,9 @@ class ProfileNoiseModel(BaseNoiseModel):
     def apply_drift_noise_to_conductance(
         self, g_prog: torch.Tensor, drift_noise_param: torch.Tensor, t_inference: float
     ) -> torch.Tensor:
-        if self.profile.relaxation is not None:
+        if self.profile.spread is not None:
+            g = self._spread(drift_noise_param, t_inference)  # the parameter is the target, as for the table
+        elif self.profile.relaxation is not None:
             g = self._relaxed(drift_noise_param, t_inference)  # the parameter is the target, as in ReRamWan2022
         elif self.profile.drift is not None and self.aihwkit_model is not None:
             g = self.aihwkit_model.apply_drift_noise_to_conductance(g_prog, drift_noise_param, t_inference)

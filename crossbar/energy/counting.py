@@ -19,7 +19,6 @@ from crossbar.config import ChipConfig
 from crossbar.energy.laws import format_bytes
 from crossbar.energy.shapes import standard_ops
 from crossbar.layers import TiledConv1d, TiledLinear
-from crossbar.periphery import levels
 from crossbar.tiles import AnalogTiles
 
 DIGITAL_KEYS = ("add", "mul", "mac", "nonlinear")
@@ -35,6 +34,10 @@ class Activity:
     ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J (what the cells
     dissipate); ``array_charge``: sum V G t, C (the charge they conduct); ``macs`` of matrix products;
     ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
+    Periphery: ``row_pulses``: word-line drives summed over tiles (a row's pulse drives its line in every tile
+    column); ``tile_rows`` and ``tile_cols``: cells on a bit line and on a word line; ``clocked_bits``:
+    register bits clocked, summed over cycles and tiles (input codes per row, output codes per column, every
+    clock cycle of every read); ``psum_bytes``: partial sums written to and read back from a buffer.
     """
 
     name: str
@@ -53,6 +56,11 @@ class Activity:
     macs: float = 0.0
     digital: dict[str, float] = field(default_factory=dict)
     memory_bytes: float = 0.0
+    row_pulses: float = 0.0
+    tile_rows: int = 0
+    tile_cols: int = 0
+    clocked_bits: float = 0.0
+    psum_bytes: float = 0.0
 
     def add_digital(self, ops: dict[str, float]) -> None:
         for key, value in ops.items():
@@ -77,7 +85,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
             f"crossbar.estimate: chip {chip.name!r} has no dac.bits / adc.bits; energy needs the converters' "
             "resolution (the ideal preset has none; use a chip with quantization)"
         )
-    n_levels = levels(chip.dac.bits)
+    n_levels = tile.record.dac_levels  # the levels the tiles were built with (crossbar.tiles)
     blocks, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
     unit = blocks.transpose(1, 0, 2).reshape(x2d.shape[0], -1)[:, : grid.in_features]
     codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
@@ -116,6 +124,14 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     )
     in_bytes = math.ceil(chip.dac.bits / 8)
     activity.memory_bytes += batch * (grid.in_features * in_bytes + grid.out_features * format_bytes(energy))
+    # periphery: every tile column repeats the word-line pulses; registers clock on every cycle of every read
+    activity.tile_rows, activity.tile_cols = grid.rows, grid.cols
+    activity.row_pulses += float(dac_actions) * grid.col_blocks
+    clock_cycles = max(1, math.ceil(window * energy.clock_hz - 1e-9))
+    register_bits = grid.rows * chip.dac.bits + grid.cols * chip.adc.bits
+    activity.clocked_bits += float(batch * grid.tiles * cycles * clock_cycles * register_bits)
+    # partial sums of all row blocks but one go to a buffer and come back to be added
+    activity.psum_bytes += 2.0 * batch * grid.out_features * (grid.row_blocks - 1) * format_bytes(energy)
 
 
 def _count_digital_tile(activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int) -> None:
