@@ -6,10 +6,11 @@ print(crossbar.report(analog))
 print(crossbar.estimate(analog, x))  # energy and latency per inference
 """
 
-from crossbar.compiler import calibrate, compile
+from crossbar.compiler import calibrate, compile, register_converter, register_layer
 from crossbar.config import ChipConfig, ConfigError
+from crossbar.conv import TiledConv, TiledConv1d, TiledConv2d, TiledConv3d, TiledConvTranspose
 from crossbar.energy import EnergyConstants, EnergyReport, estimate
-from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.layers import TiledLinear
 from crossbar.mapping_report import MappingReport, report
 from crossbar.weight_noise import WeightNoise
 
@@ -19,12 +20,18 @@ __all__ = [
     "EnergyConstants",
     "EnergyReport",
     "MappingReport",
+    "TiledConv",
     "TiledConv1d",
+    "TiledConv2d",
+    "TiledConv3d",
+    "TiledConvTranspose",
     "TiledLinear",
     "WeightNoise",
     "calibrate",
     "compile",
     "estimate",
+    "register_converter",
+    "register_layer",
     "report",
 ]
 __version__ = "0.1.0"

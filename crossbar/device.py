@@ -91,18 +91,41 @@ def noise_model(device: DeviceConfig, mapping: MappingConfig) -> BaseNoiseModel 
 
 def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, seed: int) -> ProgrammedConductances:
     """Program target conductances (siemens, any shape) once: one seeded chip instance."""
-    model = noise_model(device, mapping)
-    if model is None:
-        return ProgrammedConductances(targets.copy(), targets.copy())
-    return _sample(model, targets, float(device.t_inference), seed)
+    return ProgrammingStream(device, mapping, seed).program(targets)
 
 
-def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float, seed: int) -> ProgrammedConductances:
-    """Targets (S) through an aihwkit noise model (uS) with torch's generator forked and seeded."""
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+class ProgrammingStream:
+    """Programs the parts of one chip instance one after another, from one seeded stream of draws.
+
+    The first ``program`` call draws exactly what ``program(targets, device, mapping, seed)`` draws; each later
+    call continues the stream (aihwkit's draws, torch's generator, whose state is kept here between calls), so
+    a layer programmed part by part depends only on its seed and the order of its parts. torch's global
+    generator is left as the caller had it.
+    """
+
+    def __init__(self, device: DeviceConfig, mapping: MappingConfig, seed: int) -> None:
+        self.model = noise_model(device, mapping)
+        self.t_inference = float(device.t_inference)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.state = torch.get_rng_state()
+
+    def program(self, targets: np.ndarray) -> ProgrammedConductances:
+        """Target conductances (siemens, any shape) -> this part's conductances, the stream's next draws."""
+        if self.model is None:
+            return ProgrammedConductances(targets.copy(), targets.copy())
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.state)
+            programmed = _sample(self.model, targets, self.t_inference)
+            self.state = torch.get_rng_state()
+        return programmed
+
+
+def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float) -> ProgrammedConductances:
+    """Targets (S) through an aihwkit noise model (uS), drawing from torch's global generator as it is."""
+    with warnings.catch_warnings():
         # aihwkit 1.1.0's HERMES model indexes with lists, which this torch deprecates (results are right).
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
-        torch.manual_seed(seed)
         g_target = torch.from_numpy(np.asarray(targets, dtype=np.float64) * MICRO)
         g_prog = model.apply_programming_noise_to_conductance(g_target)
         drift_param = model.generate_drift_coefficients(g_target)
@@ -211,4 +234,6 @@ def program_profile(
 ) -> np.ndarray:
     """Target conductances (S, any shape) programmed with a profile and read at ``t_inference`` s (S)."""
     model = ProfileNoiseModel(profile, (profile.g_max if g_max is None else g_max) * MICRO)
-    return _sample(model, targets, float(t_inference), seed).at_inference
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _sample(model, targets, float(t_inference)).at_inference

@@ -18,7 +18,7 @@ from torch import nn
 from crossbar.config import ChipConfig
 from crossbar.energy.laws import format_bytes
 from crossbar.energy.shapes import standard_ops
-from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.layers import TiledLinear
 from crossbar.tiles import AnalogTiles
 
 DIGITAL_KEYS = ("add", "mul", "mac", "nonlinear")
@@ -76,8 +76,9 @@ def _popcount(codes: np.ndarray, bits: int) -> np.ndarray:
     return sum(((ints >> k) & 1) for k in range(bits)).astype(np.float64)
 
 
-def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> None:
-    tile: AnalogTiles = module.tile
+def _count_analog(activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bias: bool, first_group: bool) -> None:
+    """One group's tiles over input vectors x2d (n, in of the group): one MVM per vector. The groups of a
+    layer sit on their own tiles and read in parallel: only the first counts the vectors (the reads in time)."""
     chip, grid = tile.chip, tile.grid
     energy = chip.energy
     if chip.dac.bits is None or chip.adc.bits is None:
@@ -109,7 +110,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     energy_sum = charge_sum if energy_time is charge_time else float(np.sum(energy_time @ tile.row_conductance))
     activity.array_charge += v_read * charge_sum
     activity.array_energy += v_read**2 * energy_sum
-    activity.vectors += batch
+    activity.vectors += batch if first_group else 0
     activity.cycles, activity.window, activity.dac_bits, activity.adc_bits = cycles, window, dac_bits, chip.adc.bits
     activity.dac_actions += float(dac_actions)
     activity.adc_conversions += float(batch * grid.row_blocks * grid.out_features * cycles)
@@ -119,7 +120,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     activity.add_digital(
         {
             "mul": 2.0 * grid.row_blocks * outputs,
-            "add": float(outputs * (grid.row_blocks * cycles - 1) + (outputs if module.bias is not None else 0)),
+            "add": float(outputs * (grid.row_blocks * cycles - 1) + (outputs if has_bias else 0)),
         }
     )
     in_bytes = math.ceil(chip.dac.bits / 8)
@@ -134,16 +135,19 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     activity.psum_bytes += 2.0 * batch * grid.out_features * (grid.row_blocks - 1) * format_bytes(energy)
 
 
-def _count_digital_tile(activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int) -> None:
-    batch = x2d.shape[0]
-    macs = float(batch * module.in_features * module.out_features)
+def _count_digital_tile(
+    activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int, read_weights: bool
+) -> None:
+    """A digital tiled layer (all groups) over input vectors x2d (n, in_features); ``read_weights``: the first
+    chunk of a call, which reads the weights from the buffer (reused for the rest of the call)."""
+    batch, n_in, n_out = x2d.shape[0], module.in_features, module.out_features
+    macs = float(batch * n_in * n_out // module.groups)
     weight_bits = module.digital_bits[0]
     weight_bytes = value_bytes if weight_bits is None else math.ceil(weight_bits / 8)
     activity.macs += macs
-    activity.add_digital({"mac": macs, "add": float(batch * module.out_features) if module.bias is not None else 0.0})
-    # weights read from the buffer once per call (reused across the batch), activations in and out
-    activity.memory_bytes += module.in_features * module.out_features * weight_bytes
-    activity.memory_bytes += batch * (module.in_features + module.out_features) * value_bytes
+    activity.add_digital({"mac": macs, "add": float(batch * n_out) if module.bias is not None else 0.0})
+    activity.memory_bytes += n_in * n_out // module.groups * weight_bytes if read_weights else 0
+    activity.memory_bytes += batch * (n_in + n_out) * value_bytes
 
 
 def _protocol_ops(name: str, module: nn.Module, inputs: tuple, output: object) -> dict[str, float]:
@@ -179,13 +183,16 @@ class ActivityCounter:
     def _hook(self, module: nn.Module, inputs: tuple, output: object) -> None:
         name = self._names[module]
         if isinstance(module, TiledLinear):
-            x = module._channels_last(inputs[0]) if isinstance(module, TiledConv1d) else inputs[0]
-            x2d = module._as_matrix(x).detach().numpy()
             activity = self._activity(module, module.placement)
-            if isinstance(module.tile, AnalogTiles):
-                _count_analog(activity, module, x2d)
-            else:
-                _count_digital_tile(activity, module, x2d, self.value_bytes)
+            activity.kind = module.kind()
+            chunks = module.tile_inputs(inputs[0].detach())  # one MVM per vector (per output position)
+            for c, chunk in enumerate(chunks):
+                if module.placement == "analog":
+                    for g, (tile, xg) in enumerate(zip(module.tiles, module.group_inputs(chunk), strict=True)):
+                        xg = np.ascontiguousarray(xg.numpy())
+                        _count_analog(activity, tile, xg, module.bias is not None, first_group=g == 0)
+                else:
+                    _count_digital_tile(activity, module, chunk.numpy(), self.value_bytes, read_weights=c == 0)
         else:
             if callable(getattr(module, "digital_ops", None)):
                 ops = _protocol_ops(name, module, inputs, output)
