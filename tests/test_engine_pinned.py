@@ -1,4 +1,7 @@
-"""The engine's outputs pinned to arrays stored before its speed work (tests/data/engine_outputs.npz).
+"""The engine's outputs pinned to arrays computed by the engine before its speed work (tests/data/engine_outputs.npz:
+the forward pass of main at 2386ed4, before issue 14's engine, on the programming this branch shares; main's
+programming by parts had changed the chip instance of a seed, so the arrays first stored at 09b0021 were
+recomputed with the old engine on the new programming).
 
 One nn.Linear(300, 70) on the default chip (ideal wires), with and without per-cell read noise, run at
 batch 1, 7 and 150 (the first three forwards after compiling, so the per-call noise keys are pinned too), on
@@ -7,7 +10,8 @@ tile product (which depends on how the BLAS cuts it) moves a tile output across 
 the rounding of the per-cell variance product moves the noise by a few float32 ulps: the rule stated in
 ``crossbar.engine`` (at most one ADC step, in a handful of outputs).
 
-Regenerate (only for a deliberate change of the numbers): ``PYTHONPATH=. python tests/test_engine_pinned.py``.
+Regenerate (only for a deliberate change of the numbers), with the reference engine's checkout on the path:
+``PYTHONPATH=<checkout> python tests/test_engine_pinned.py``.
 """
 
 from pathlib import Path
