@@ -423,6 +423,7 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
             "crossbar.compile: the model has no nn.Linear, convolution or other matrix product to map onto tiles "
             "(crossbar.compiler.CONVERTERS; crossbar.register_layer adds a layer type)"
         )
+    _own_parameters(compiled, model)
     fastpath.guard(compiled)
     if needs_calibration:
         calibrate(compiled, calibration_inputs)
@@ -444,6 +445,20 @@ def _copy_sharing_mapped_weights(model: nn.Module) -> nn.Module:
         if occurrences[id(modules[name])] == 1:
             memo.update({id(p): p for p in modules[name].parameters(recurse=False) if occurrences[id(p)] == 1})
     return copy.deepcopy(model, memo)
+
+
+def _own_parameters(compiled: nn.Module, model: nn.Module) -> None:
+    """Give ``compiled`` its own copy of every parameter it still shares with ``model`` (a mapped layer's weight,
+    kept by its tiled layer so that ties survive): fine-tuning the compiled model must never move the user's
+    float model. A parameter tied across several places of ``compiled`` stays tied: one copy serves them all."""
+    originals = {id(p) for p in model.parameters()}
+    copies: dict[int, nn.Parameter] = {}
+    for module in compiled.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None and id(parameter) in originals:
+                if id(parameter) not in copies:
+                    copies[id(parameter)] = nn.Parameter(parameter.detach().clone(), parameter.requires_grad)
+                module._parameters[name] = copies[id(parameter)]
 
 
 def calibrate(compiled: nn.Module, inputs: torch.Tensor | tuple) -> None:
