@@ -377,8 +377,7 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
     """The phases of ``crossbar.engine.run_tiles`` for one tile and a whole batch, each callable alone."""
     import numpy as np
 
-    from crossbar.engine import convert_inputs
-    from crossbar.periphery import adc_accumulate_kernel, noise_bias_kernel
+    from crossbar.engine import adc_accumulate_kernel, convert_inputs, noise_bias_kernel
 
     record = tile.record
     grid, batch = record.grid, x_np.shape[0]

@@ -20,7 +20,7 @@ from common import write_json_atomic
 
 from crossbar import irdrop
 from crossbar.config import MappingConfig
-from crossbar.mapping import conductance_targets
+from crossbar.tiles import conductance_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ Three kinds (``WeightNoise.kind``):
 
 - ``"additive"``: ``w + level * ref * n``, n ~ N(0, 1) per weight, ``ref`` the largest |w| of the weight's
   crossbar tile (``reference="tile"``, tiles of ``tile = (rows, cols)`` over the crossbar matrix W^T, as
-  ``crossbar.mapping.TileGrid`` splits it) or of the whole layer (``reference="layer"``);
+  ``crossbar.tiles.TileGrid`` splits it) or of the whole layer (``reference="layer"``);
 - ``"multiplicative"``: ``w * (1 + level * n)``;
 - ``"device"``: the full chip: ``crossbar.compile`` with ``chip`` (programming error, drift to
   ``chip.device.t_inference``, read noise, DAC/ADC) on the chosen layers, every other layer on exact digital

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from crossbar.engine import adc_accumulate_kernel, dac_kernel, noise_bias_kernel
 from crossbar.gaussian import fill_standard_normal, normal_row
-from crossbar.periphery import adc_accumulate_kernel, dac_kernel, levels, noise_bias_kernel, quantize_reference
+from crossbar.periphery import levels, quantize_reference
 
 EMPTY1 = np.zeros(0, np.float32)
 EMPTY2 = np.zeros((0, 0), np.float32)
