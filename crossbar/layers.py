@@ -70,6 +70,12 @@ class TiledLinear(nn.Module):
             self.tile = DigitalTile(weight, *self.digital_bits)
         self._programmed_version = self.weight._version
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (``crossbar.load``): the tiles come programmed for the weights they were saved with, so the
+        parameters' fresh version counters must not trigger a reprogramming."""
+        super().__setstate__(state)
+        self._programmed_version = self.weight._version
+
     def calibrate(self, x: torch.Tensor) -> None:
         if isinstance(self.tile, AnalogTiles):
             self.tile.calibrate(self._as_matrix(x).detach())
