@@ -110,14 +110,12 @@ def load(name: str = "smollm2-135m") -> CausalLM:
     transformers = _transformers(name)
     logging = transformers.utils.logging
     verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # the GGUF loader's notes and progress bars are not for crossbar's users
-    logging.disable_progress_bar()
+    logging.set_verbosity_error()  # the GGUF loader's notes are not for crossbar's users (its progress bar stays)
     try:
         tokenizer = load_tokenizer(name)
         model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     finally:
         logging.set_verbosity(verbosity)
-        logging.enable_progress_bar()
     return CausalLM(model.eval(), tokenizer, name).eval()
 
 
