@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per p
         rows.append({"chip": "ideal", "seed": 0, **ppl(crossbar.compile(lm, "ideal", seed=0))})
         rows[-1]["seconds"] = time.perf_counter() - t0
         print(rows[-1], flush=True)
+        result["chip"] = rows
+        save()
         for t_inference in [float(t) for t in args.times.split(",")]:
             chip = crossbar.ChipConfig.preset("default").replace(wires=no_wires, device={"t_inference": t_inference})
             for seed in range(args.seeds):
