@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""The shipped techC device profile, its goodness of fit and the figure in docs/calibration.md.
+"""The shipped techC device profile, its goodness of fit on held-out cells and the figure in docs/calibration.md.
 
 Converts the measured techC relaxation data (../shared/data/rram-relaxation/techC) to the HDF5 schema, fits
-it (``calibration.fit``, polynomial order 4), and writes the preset ``crossbar/presets/devices/techc.json``, the
-figure ``docs/figures/calibration_techc.png`` (measured vs fitted spread and mean offset per level and time)
-and ``benchmarks/results/calibration_techc.json`` (relative std error per level and time, summarised).
+it (``calibration.fit``: spread model chosen on the validation half of each level's cells, profile refitted
+to all cells), and writes the preset ``crossbar/presets/devices/techc.json``, the figure
+``docs/figures/calibration_techc.png`` (validation-half vs fitted spread, mean offset and relative error per
+level and time) and ``benchmarks/results/calibration_techc.json`` (validation errors, summarised).
 
     python benchmarks/calibration_techc.py [--order 4]
 """
@@ -18,42 +19,44 @@ from pathlib import Path
 import numpy as np
 from common import write_json_atomic
 
-from calibration import fitting, importers, report
+from calibration import fitting, goodness, importers
 
 ROOT = Path(__file__).resolve().parents[1]
-TECHC = ROOT.parent / "shared" / "data" / "rram-relaxation" / "techC" / "relaxdata.min.tsv.gz"
+TECHC = ROOT.parent / "shared" / "data" / "rram-relaxation" / "techC"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--order", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=TECHC)
+    parser.add_argument("--data", type=Path, default=TECHC, help="technology folder (or its relaxation file)")
     parser.add_argument("--profile", type=Path, default=ROOT / "crossbar" / "presets" / "devices" / "techc.json")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "calibration_techc.png")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "calibration_techc.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         measurements = Path(folder) / "techc.h5"
-        importers.convert("techc-relaxation", args.data, measurements)
+        importers.convert("relaxation", args.data, measurements)
         result = fitting.fit_with_report(measurements, name="techc", order=args.order)
     result.profile.save(args.profile)
-    report.plot_fit(result, args.figure)
-    print(report.format_fit(result))
+    goodness.plot_fit(result, args.figure)
+    print(goodness.format_fit(result))
     error = np.abs(result.goodness.std_error())
     stats = result.goodness.measured
     write_json_atomic(
         args.out,
         {
-            "data": str(args.data.relative_to(ROOT.parent)),
+            "data": str(args.data.resolve().relative_to(ROOT.parent)),
             "order": args.order,
             "drift_model": result.drift_model,
             "power_law_largest_std_error": result.power_law_error,
+            "spread_model_per_time": [c.label() for c in result.selection.std],
             "times_s": stats.time.tolist(),
-            "median_abs_std_error_per_time": np.nanmedian(error, axis=0).tolist(),
-            "largest_abs_std_error_per_time": np.nanmax(error, axis=0).tolist(),
-            "median_abs_std_error": float(np.nanmedian(error)),
-            "levels_fitted": int(np.sum(result.goodness.fitted_levels.any(axis=1))),
-            "cells": int(stats.count[:, 0].sum()),
+            "validation_median_abs_std_error_per_time": np.nanmedian(error, axis=0).tolist(),
+            "validation_noise_floor_per_time": np.nanmedian(result.goodness.noise_floor(), axis=0).tolist(),
+            "validation_largest_abs_std_error_per_time": np.nanmax(error, axis=0).tolist(),
+            "validation_median_abs_std_error": float(np.nanmedian(error)),
+            "levels_scored": int(np.sum(result.goodness.fitted_levels.any(axis=1))),
+            "validation_cells": int(stats.count[:, 0].sum()),
         },
     )
     print(f"wrote {args.profile}, {args.figure}, {args.out}")

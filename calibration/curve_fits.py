@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from calibration.levels import LevelStats
 from calibration.schema import ReadNoise, SchemaError
 
 MIN_CELLS_PER_LEVEL = 20  # levels with fewer reads are too noisy to fit and are left out (and reported)
@@ -48,14 +47,6 @@ def fit_level_noise(
         raise SchemaError(f"no level has {MIN_CELLS_PER_LEVEL} or more reads to fit")
     x, w = targets[use] / g_max, np.sqrt(count[use])
     return NoisePolynomial(mean=polyfit(x, mean[use], w, order), std=polyfit(x, std[use], w, order))
-
-
-def fit_time_table(stats: LevelStats, g_max: float, order: int) -> list[NoisePolynomial]:
-    """One mean/std polynomial per read time of ``stats`` (a ReRamWan2022-style time table)."""
-    return [
-        fit_level_noise(stats.target, stats.count[:, k], stats.mean[:, k], stats.std[:, k], g_max, order)
-        for k in range(stats.time.size)
-    ]
 
 
 @dataclass

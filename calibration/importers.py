@@ -5,12 +5,15 @@ Formats (``FORMATS``):
 - ``csv``: a long-form CSV with a header naming the columns ``cell, target_conductance, time, conductance``
   (SI units: S, s; other columns are ignored). ``time`` is the nominal time after programming of each read,
   shared by the cells; every cell has one target. Reads at the earliest time form the programming group.
-- ``techc-relaxation``: the RRAM relaxation table ``relaxdata.min.tsv.gz`` of Levy et al.'s
-  RRAM-Relaxation-Master-Model data (``../shared/data/rram-relaxation``), tab-separated without header,
-  columns addr, time (s, measured), r (ohm), g (S), gi (S, read right after programming), range (level
+- ``relaxation``: a technology folder of Levy et al.'s RRAM-Relaxation-Master-Model data
+  (``../shared/data/rram-relaxation/techC``, ``tests/data/rram-relaxation/techB``), or one relaxation file in
+  such a folder: ``relaxdata*.tsv.gz`` beside ``settings.json``. The table is tab-separated without header,
+  seven columns addr, time (s, measured), r (ohm), g (S), gi (S, read right after programming), range (level
   index), timept (nominal time, s). Level k was programmed by write-verify into the window
-  [k, k + 1) g_max / 32, so its target is the window centre (k + 1/2) g_max / 32; g_max comes from the
-  ``settings.json`` next to the file.
+  [k, k + 1) g_max / W, so its target is the window centre (k + 1/2) g_max / W; ``settings.json`` gives
+  ``gmax`` (S, required), ``levels`` (W, optional, default 32) and ``times`` (nominal read times, s,
+  optional: rows at other times are skipped and counted). Levels above W - 1 (cells programmed above g_max)
+  and any number of levels and times are kept. ``techc-relaxation`` is the same importer (its old name).
 - ``techa-read-noise``: the time series ``tsdata.min.tsv.gz`` of the same data set: one row per cell,
   range (level index), index offset, then the reads (S) at ``fs`` Hz from ``settings.json``.
 
@@ -33,7 +36,9 @@ from calibration.schema import Measurements, Programming, ReadNoise, Relaxation,
 
 CSV_COLUMNS = ("cell", "target_conductance", "time", "conductance")
 MAX_DISTINCT_TIMES = 1000  # a long-form CSV must use nominal times shared by the cells
-LEVY_LEVELS = 32  # write-verify windows of the techA/techC data: g_max / 32 wide (settings.json, README)
+LEVY_LEVELS = 32  # write-verify windows of the Levy data: g_max / 32 wide (settings.json "levels" overrides)
+LEVY_COLUMNS = ("addr", "time", "r", "g", "gi", "range", "timept")
+LEVEL_CHECK_TOLERANCE = 0.01  # share of rows whose range may disagree with int(gi / g_max * W)
 
 
 def _open_text(path: Path):
@@ -51,8 +56,9 @@ def _licence(path: Path) -> str:
     return ""
 
 
-def _levy_file(path: Path, importer: str, keys: tuple[str, ...]) -> tuple[dict, list[float]]:
-    """Metadata of a file of the RRAM-Relaxation-Master-Model data and the ``keys`` of its settings.json."""
+def _levy_file(path: Path, importer: str, keys: tuple[str, ...]) -> tuple[dict, list[float], dict]:
+    """Metadata of a file of the RRAM-Relaxation-Master-Model data, the numbers ``keys`` of its settings.json
+    and the whole settings."""
     settings_path = path.parent / "settings.json"
     if not settings_path.is_file():
         raise SchemaError(f"{path}: no settings.json next to it (it gives {', '.join(keys)})")
@@ -67,7 +73,7 @@ def _levy_file(path: Path, importer: str, keys: tuple[str, ...]) -> tuple[dict, 
         "licence": _licence(path),
         "importer": importer,
     }
-    return metadata, values
+    return metadata, values, settings
 
 
 def _pivot(cells: np.ndarray, targets: np.ndarray, times: np.ndarray, conductance: np.ndarray, where: str):
@@ -156,29 +162,77 @@ def _load_tsv(path: Path, columns: int) -> np.ndarray:
     return data
 
 
-def import_techc_relaxation(path: str | os.PathLike) -> Measurements:
-    """The techC relaxation table (see module docstring): ~16k cells at 6 nominal times."""
-    path = Path(path)
-    metadata, (g_max,) = _levy_file(path, "techc-relaxation", ("gmax",))
-    data = _load_tsv(path, 7)
-    finite = np.all(np.isfinite(data[:, [0, 3, 5, 6]]), axis=1)
+def relaxation_file(path: Path) -> Path:
+    """The relaxation table of a technology folder (its one ``relaxdata*.tsv.gz``), or ``path`` if a file."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise SchemaError(f"{path}: no such file or folder")
+    found = sorted([*path.glob("relaxdata*.tsv.gz"), *path.glob("relaxdata*.tsv")])
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise SchemaError(f"{path}: needs exactly one relaxdata*.tsv(.gz) (found {names}); pass the file instead")
+    return found[0]
+
+
+def _settings_times(path: Path, settings: dict) -> tuple[int, np.ndarray | None]:
+    """Optional ``levels`` (write-verify windows per g_max) and ``times`` (s) of the settings.json beside path."""
+    levels = settings.get("levels", LEVY_LEVELS)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise SchemaError(f"{path.parent / 'settings.json'}: levels must be a positive integer (got {levels!r})")
+    times = settings.get("times")
+    if times is None:
+        return levels, None
+    try:
+        times = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        times = np.full(1, np.nan)
+    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)) or np.any(times < 0):
+        raise SchemaError(f"{path.parent / 'settings.json'}: times must be a list of non-negative seconds")
+    return levels, times
+
+
+def import_relaxation(path: str | os.PathLike) -> Measurements:
+    """A relaxation table of the Levy data, any technology (see module docstring): cells at nominal times."""
+    path = relaxation_file(Path(path))
+    metadata, (g_max,), settings = _levy_file(path, "relaxation", ("gmax",))
+    windows, settings_times = _settings_times(path, settings)
+    data = _load_tsv(path, len(LEVY_COLUMNS))
+    if data.shape[1] != len(LEVY_COLUMNS):
+        raise SchemaError(f"{path}: {data.shape[1]} columns; expected {len(LEVY_COLUMNS)}: {', '.join(LEVY_COLUMNS)}")
+    skipped = {}
+    finite = np.all(np.isfinite(data[:, [0, 3, 4, 5, 6]]), axis=1)
+    if not finite.all():
+        skipped["relaxation: rows with a non-finite value"] = int(np.sum(~finite))
     data = data[finite]
-    target = (data[:, 5] + 0.5) * g_max / LEVY_LEVELS
+    if settings_times is not None:
+        listed = np.isin(data[:, 6], settings_times)
+        if not listed.all():
+            skipped["relaxation: rows at a time not in settings.json times"] = int(np.sum(~listed))
+        data = data[listed]
+    if data.shape[0] == 0:
+        raise SchemaError(f"{path}: no row with finite addr, g, gi, range and timept")
+    level = data[:, 5]
+    if np.any(level != np.round(level)) or np.any(level < 0):
+        raise SchemaError(f"{path}: column range must hold non-negative integer level indices")
+    disagree = np.mean(np.floor(data[:, 4] / g_max * windows) != level)
+    if disagree > LEVEL_CHECK_TOLERANCE:
+        raise SchemaError(
+            f"{path}: the range column disagrees with int(gi / gmax * {windows}) on {disagree:.0%} of the rows; "
+            f"is gmax ({g_max:g} S) or levels ({windows}) in settings.json right?"
+        )
+    target = (level + 0.5) * g_max / windows
     cells, target, times, table = _pivot(data[:, 0].astype(np.int64), target, data[:, 6], data[:, 3], str(path))
     relaxation = Relaxation(cell=cells, target_conductance=target, time=times, conductance=table)
     return Measurements(
-        **metadata,
-        g_max=g_max,
-        programming=_programming_from(relaxation),
-        relaxation=relaxation,
-        skipped={"techc: rows with a non-finite value": int(np.sum(~finite))} if not finite.all() else {},
+        **metadata, g_max=g_max, programming=_programming_from(relaxation), relaxation=relaxation, skipped=skipped
     )
 
 
 def import_techa_read_noise(path: str | os.PathLike) -> Measurements:
     """The techA read-noise time series (see module docstring): a few cells, 10^5 reads each at 400 Hz."""
     path = Path(path)
-    metadata, (g_max, rate) = _levy_file(path, "techa-read-noise", ("gmax", "fs"))
+    metadata, (g_max, rate), _ = _levy_file(path, "techa-read-noise", ("gmax", "fs"))
     data = _load_tsv(path, 3)
     reads = data[:, 2:]
     level = data[:, 0]
@@ -196,9 +250,13 @@ def import_techa_read_noise(path: str | os.PathLike) -> Measurements:
 
 FORMATS: dict[str, Callable[[Path], Measurements]] = {
     "csv": import_csv,
-    "techc-relaxation": import_techc_relaxation,
+    "relaxation": import_relaxation,
+    "techc-relaxation": import_relaxation,  # the old name, kept
     "techa-read-noise": import_techa_read_noise,
 }
+
+
+FOLDER_FORMATS = ("relaxation", "techc-relaxation")  # formats that also take a technology folder
 
 
 def load(fmt: str, path: str | os.PathLike) -> Measurements:
@@ -206,8 +264,8 @@ def load(fmt: str, path: str | os.PathLike) -> Measurements:
     if fmt not in FORMATS:
         raise SchemaError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"{path}: no such file")
+    if not (path.is_file() or (fmt in FOLDER_FORMATS and path.is_dir())):
+        raise SchemaError(f"{path}: no such file" + (" or folder" if fmt in FOLDER_FORMATS else ""))
     try:
         return FORMATS[fmt](path)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:

@@ -13,13 +13,22 @@ BINNED_LEVELS = 32
 @dataclass
 class LevelStats:
     """Per level l and time k: ``target`` (L,) S, ``count`` (L, T) reads, ``mean`` and ``std`` (L, T) of the
-    deviation g - g_target in siemens (std with ddof=1; NaN where fewer than two reads)."""
+    deviation g - g_target in siemens (std with ddof=1; NaN where fewer than two reads), and ``kurtosis``
+    (L, T) its fourth central moment / std^4 (3 for Gaussian reads)."""
 
     target: np.ndarray
     time: np.ndarray
     count: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    kurtosis: np.ndarray
+
+    def std_error(self) -> np.ndarray:
+        """(L, T) relative standard error of each std from its reads' own scatter (large-sample formula
+        Var(s^2) = (mu4 - sigma^4 (n - 3) / (n - 1)) / n, so se(s) / s = sqrt((kurtosis - (n-3)/(n-1)) / 4n))."""
+        n = self.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(np.maximum(self.kurtosis - (n - 3) / (n - 1), 0.0) / (4 * n))
 
 
 def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +50,25 @@ def assign_levels(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def level_stats(targets: np.ndarray, conductance: np.ndarray, time: np.ndarray) -> LevelStats:
     """Statistics of conductance (N, T) S (NaN = not read) of cells with targets (N,) S at times (T,) s."""
     index, level_targets = assign_levels(targets)
+    return stats_of_levels(index, level_targets, targets, conductance, time)
+
+
+def split_cells(index: np.ndarray, seed: int) -> np.ndarray:
+    """(N,) True for the fit half of the cells, False for the validation half: within every level (``index``
+    (N,)) a seeded random half, the larger half (odd counts) fitted."""
+    rng = np.random.default_rng(seed)
+    fit = np.zeros(index.size, dtype=bool)
+    for level in np.unique(index):
+        cells = np.flatnonzero(index == level)
+        fit[rng.permutation(cells)[: (cells.size + 1) // 2]] = True
+    return fit
+
+
+def stats_of_levels(
+    index: np.ndarray, level_targets: np.ndarray, targets: np.ndarray, conductance: np.ndarray, time: np.ndarray
+) -> LevelStats:
+    """``level_stats`` with the levels given: cell i is in level index[i] (N,) of targets ``level_targets``
+    (L,) S; a level without cells has count 0 and NaN statistics."""
     deviation = conductance - targets[:, None]
     finite = np.isfinite(deviation)
     value = np.where(finite, deviation, 0.0)
@@ -52,8 +80,12 @@ def level_stats(targets: np.ndarray, conductance: np.ndarray, time: np.ndarray) 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
         centred = np.where(finite, deviation - mean[index], 0.0)
-        squares = np.zeros((levels, time.size))
+        squares, fourth = np.zeros((levels, time.size)), np.zeros((levels, time.size))
         np.add.at(squares, index, centred**2)
+        np.add.at(fourth, index, centred**4)
         std = np.sqrt(squares / (count - 1))
+        kurtosis = fourth / count / (squares / count) ** 2
+    mean[count < 1] = np.nan
     std[count < 2] = np.nan
-    return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std)
+    kurtosis[count < 2] = np.nan
+    return LevelStats(target=level_targets, time=time, count=count, mean=mean, std=std, kurtosis=kurtosis)

@@ -8,10 +8,11 @@ crossbar.save(analog, "chip.xbar"); analog = crossbar.load("chip.xbar")  # a pro
 """
 
 from crossbar.chip_file import load, save
-from crossbar.compiler import calibrate, compile
+from crossbar.compiler import calibrate, compile, register_converter, register_layer
 from crossbar.config import ChipConfig, ConfigError
+from crossbar.conv import TiledConv, TiledConv1d, TiledConv2d, TiledConv3d, TiledConvTranspose
 from crossbar.energy import EnergyConstants, EnergyReport, estimate
-from crossbar.layers import TiledConv1d, TiledLinear
+from crossbar.layers import TiledLinear
 from crossbar.mapping_report import MappingReport, report
 from crossbar.weight_noise import WeightNoise
 
@@ -21,13 +22,19 @@ __all__ = [
     "EnergyConstants",
     "EnergyReport",
     "MappingReport",
+    "TiledConv",
     "TiledConv1d",
+    "TiledConv2d",
+    "TiledConv3d",
+    "TiledConvTranspose",
     "TiledLinear",
     "WeightNoise",
     "calibrate",
     "compile",
     "estimate",
     "load",
+    "register_converter",
+    "register_layer",
     "report",
     "save",
 ]

@@ -93,7 +93,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from calibration import fitting, goodness
 
-    result = fitting.fit_with_report(args.measurements, args.name, args.order, args.read_window)
+    result = fitting.fit_with_report(
+        args.measurements, args.name, args.order, args.read_window, args.split_seed, args.spread_model
+    )
     result.profile.save(args.output)
     print(goodness.format_fit(result))
     print(f"wrote {args.output}")
@@ -107,7 +109,7 @@ def _calibration_parsers(commands: argparse._SubParsersAction) -> None:
 
     convert = commands.add_parser("convert", help="import lab measurements into the HDF5 measurement schema")
     convert.add_argument("format", choices=sorted(FORMATS), help="input format (see docs/calibration.md)")
-    convert.add_argument("input", help="the lab file (read only)")
+    convert.add_argument("input", help="the lab file, or for relaxation a technology folder (read only)")
     convert.add_argument("-o", "--output", required=True, help="HDF5 file to write (atomically)")
     convert.add_argument("--g-max", type=float, help="g_max in siemens (csv default: the largest target)")
     convert.add_argument("--technology", help="device technology name")
@@ -119,10 +121,17 @@ def _calibration_parsers(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser("calibrate", help="fit a device profile to an HDF5 measurement file")
     calibrate.add_argument("measurements", help="HDF5 file (schema of docs/calibration.md; read only)")
     calibrate.add_argument("-o", "--output", required=True, help="profile JSON to write (atomically)")
-    calibrate.add_argument("--plot", help="PNG of measured vs fitted spread per level and time")
+    calibrate.add_argument("--plot", help="PNG of validation-half vs fitted spread and its error per level and time")
     calibrate.add_argument("--name", help="profile name (default: the file's stem)")
     calibrate.add_argument("--order", type=int, default=4, help="polynomial order of the fits (default 4)")
     calibrate.add_argument("--read-window", type=float, default=1.0, help="read-noise window, seconds (default 1)")
+    calibrate.add_argument("--split-seed", type=int, default=0, help="seed of the fit / validation split (default 0)")
+    calibrate.add_argument(
+        "--spread-model",
+        choices=("auto", "spline", "linear", "polynomial"),
+        default="auto",
+        help="form of the spread curves (default auto: chosen on the validation half)",
+    )
     calibrate.set_defaults(run=cmd_calibrate)
 
 

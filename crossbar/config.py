@@ -24,7 +24,8 @@ MIN_BITS = 2
 MAX_BITS = 24
 INPUT_ENCODINGS = ("pwm", "bit_serial", "voltage")
 ADC_LAWS = ("sar", "murmann")
-ARRAY_LAWS = ("cells", "supply")
+ARRAY_LAWS = ("cells", "supply", "capacitive")
+READOUTS = ("charge", "current")
 DIGITAL_FORMATS = ("int8", "int32", "fp16", "fp32")
 DEVICE_MODELS = ("none", "pcm", "reram_wan2022", "hermes", "profile")
 
@@ -259,7 +260,13 @@ class EnergyConfig:
     SAR ADC) or ``"murmann"`` (the Murmann-survey bound, as CiMLoop's ADC model). ``array_law``: how the read
     current is priced: ``"cells"`` (sum V^2 G t, what the cells dissipate; the read voltage as an ideal source)
     or ``"supply"`` (``vdd`` times the charge the cells conduct, sum V G t: the read current drawn from the
-    supply through the drivers that set the read voltage). ``adc_share``: columns that share one ADC.
+    supply through the drivers that set the read voltage) or ``"capacitive"`` (a charge-domain array, e.g. SRAM
+    cells with capacitors: every cell of a column is charged to ``vdd`` once per read, its share of the line
+    capacitance plus ``cell_capacitance``, F, the cell's own capacitor; the cell currents are not priced).
+    ``readout``: how a column is sensed: ``"charge"`` (the column charge is integrated or shared on a capacitor
+    and converted: no second copy of it) or ``"current"`` (the front end works on a copy of the column current,
+    drawn from ``vdd``: a current-controlled oscillator, a mirror into an integrator, a current-mode sense
+    amplifier). ``adc_share``: columns that share one ADC.
     ``digital_format``: number format of the digital units (``int8``, ``int32``, ``fp16``, ``fp32``);
     ``digital_lanes``: digital operations per clock cycle. ``source``: where the values come from.
     """
@@ -271,6 +278,8 @@ class EnergyConfig:
     integration_time: float = 1e-8
     adc_law: str = "sar"
     array_law: str = "cells"
+    readout: str = "charge"
+    cell_capacitance: float = 0.0
     adc_share: int = 1
     digital_format: str = "fp16"
     digital_lanes: int = 256
@@ -279,9 +288,11 @@ class EnergyConfig:
     def __post_init__(self) -> None:
         for name in ("node_nm", "vdd", "clock_hz", "integration_time"):
             _check_positive(getattr(self, name), f"energy.{name}")
+        _check_positive(self.cell_capacitance, "energy.cell_capacitance", allow_zero=True)
         _check_choice(self.input_encoding, INPUT_ENCODINGS, "energy.input_encoding")
         _check_choice(self.adc_law, ADC_LAWS, "energy.adc_law")
         _check_choice(self.array_law, ARRAY_LAWS, "energy.array_law")
+        _check_choice(self.readout, READOUTS, "energy.readout")
         _check_choice(self.digital_format, DIGITAL_FORMATS, "energy.digital_format")
         for name in ("adc_share", "digital_lanes"):
             _check_count(getattr(self, name), f"energy.{name}")

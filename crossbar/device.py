@@ -91,18 +91,41 @@ def noise_model(device: DeviceConfig, mapping: MappingConfig) -> BaseNoiseModel 
 
 def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, seed: int) -> ProgrammedConductances:
     """Program target conductances (siemens, any shape) once: one seeded chip instance."""
-    model = noise_model(device, mapping)
-    if model is None:
-        return ProgrammedConductances(targets.copy(), targets.copy())
-    return _sample(model, targets, float(device.t_inference), seed)
+    return ProgrammingStream(device, mapping, seed).program(targets)
 
 
-def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float, seed: int) -> ProgrammedConductances:
-    """Targets (S) through an aihwkit noise model (uS) with torch's generator forked and seeded."""
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+class ProgrammingStream:
+    """Programs the parts of one chip instance one after another, from one seeded stream of draws.
+
+    The first ``program`` call draws exactly what ``program(targets, device, mapping, seed)`` draws; each later
+    call continues the stream (aihwkit's draws, torch's generator, whose state is kept here between calls), so
+    a layer programmed part by part depends only on its seed and the order of its parts. torch's global
+    generator is left as the caller had it.
+    """
+
+    def __init__(self, device: DeviceConfig, mapping: MappingConfig, seed: int) -> None:
+        self.model = noise_model(device, mapping)
+        self.t_inference = float(device.t_inference)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.state = torch.get_rng_state()
+
+    def program(self, targets: np.ndarray) -> ProgrammedConductances:
+        """Target conductances (siemens, any shape) -> this part's conductances, the stream's next draws."""
+        if self.model is None:
+            return ProgrammedConductances(targets.copy(), targets.copy())
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.state)
+            programmed = _sample(self.model, targets, self.t_inference)
+            self.state = torch.get_rng_state()
+        return programmed
+
+
+def _sample(model: BaseNoiseModel, targets: np.ndarray, t_inference: float) -> ProgrammedConductances:
+    """Targets (S) through an aihwkit noise model (uS), drawing from torch's global generator as it is."""
+    with warnings.catch_warnings():
         # aihwkit 1.1.0's HERMES model indexes with lists, which this torch deprecates (results are right).
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
-        torch.manual_seed(seed)
         g_target = torch.from_numpy(np.asarray(targets, dtype=np.float64) * MICRO)
         g_prog = model.apply_programming_noise_to_conductance(g_target)
         drift_param = model.generate_drift_coefficients(g_target)
@@ -116,9 +139,11 @@ class ProfileNoiseModel(BaseNoiseModel):
     aihwkit draws what it can express: the programming std through ``PCMLikeNoiseModel`` (its ``prog_coeff``),
     the power-law drift through ``CustomDriftPCMLikeNoiseModel`` (its g/nu tables; its own read noise off),
     each time of a relaxation table through ``ReRamWan2022NoiseModel`` (its ``coeff_dic``). This class adds
-    what they cannot: the mean offsets, the interpolation of a relaxation table between its times, and the
-    read noise polynomial (one read at t_inference). Siemens quantities of the profile are scaled by
-    chip g_max / profile g_max; aihwkit clamps at 0 before the mean offset is added, this class after.
+    what they cannot: the mean offsets, the interpolation of a relaxation table between its times, the
+    nonparametric spread table (tabulated mean and std, empirical quantiles: ``crossbar.spread_table``,
+    drawn from torch's seeded generator) and the read noise polynomial (one read at t_inference). Siemens
+    quantities of the profile are scaled by chip g_max / profile g_max; aihwkit clamps at 0 before the mean
+    offset is added, this class after.
     """
 
     def __init__(self, profile: DeviceProfile, g_max_us: float, device: DeviceConfig | None = None) -> None:
@@ -157,8 +182,18 @@ class ProfileNoiseModel(BaseNoiseModel):
         g = reram.apply_drift_noise_to_conductance(g_target, g_target, t)
         return (g + self._poly(table.mean, g_target)).clamp(min=0.0)
 
+    def _spread(self, g_target: torch.Tensor, t: float) -> torch.Tensor:
+        """g_T + mean + prog_noise_scale std z, with z from the table's quantiles (one uniform draw per device)."""
+        table = self.profile.spread
+        g = g_target.numpy() / self.to_us  # profile siemens
+        mean, std = table.moments(g, t)
+        z = table.deviates(g, t, torch.rand(g_target.shape, dtype=torch.float64).numpy())
+        return (g_target + torch.from_numpy((mean + self.scales[0] * std * z) * self.to_us)).clamp(min=0.0)
+
     @torch.no_grad()
     def apply_programming_noise_to_conductance(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.spread is not None:
+            return self._spread(g_target, self.profile.spread.times[0])
         if self.profile.relaxation is not None:
             return self._relaxed(g_target, self.profile.relaxation.times[0])
         if self.aihwkit_model is None:
@@ -170,6 +205,8 @@ class ProfileNoiseModel(BaseNoiseModel):
 
     @torch.no_grad()
     def generate_drift_coefficients(self, g_target: torch.Tensor) -> torch.Tensor:
+        if self.profile.spread is not None:  # called once per programming: refuse or warn about the range here
+            self.profile.spread.check_range(g_target.numpy() / self.to_us)
         if self.profile.drift is not None and self.aihwkit_model is not None:
             return self.aihwkit_model.generate_drift_coefficients(g_target.clone()).double()
         return g_target.clone()
@@ -178,7 +215,9 @@ class ProfileNoiseModel(BaseNoiseModel):
     def apply_drift_noise_to_conductance(
         self, g_prog: torch.Tensor, drift_noise_param: torch.Tensor, t_inference: float
     ) -> torch.Tensor:
-        if self.profile.relaxation is not None:
+        if self.profile.spread is not None:
+            g = self._spread(drift_noise_param, t_inference)  # the parameter is the target, as for the table
+        elif self.profile.relaxation is not None:
             g = self._relaxed(drift_noise_param, t_inference)  # the parameter is the target, as in ReRamWan2022
         elif self.profile.drift is not None and self.aihwkit_model is not None:
             g = self.aihwkit_model.apply_drift_noise_to_conductance(g_prog, drift_noise_param, t_inference)
@@ -195,4 +234,6 @@ def program_profile(
 ) -> np.ndarray:
     """Target conductances (S, any shape) programmed with a profile and read at ``t_inference`` s (S)."""
     model = ProfileNoiseModel(profile, (profile.g_max if g_max is None else g_max) * MICRO)
-    return _sample(model, targets, float(t_inference), seed).at_inference
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _sample(model, targets, float(t_inference)).at_inference

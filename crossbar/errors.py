@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """An impossible or unknown configuration value; the message names the field."""
+
+
+class ProfileError(ValueError):
+    """A device-profile file that is missing, not JSON, or not a valid profile; the message names the field."""

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from crossbar.compiler import DIGITAL_REASON
 from crossbar.hpd import HPDLinear
-from crossbar.layers import TiledConv1d, TiledLinear
-from crossbar.tiles import AnalogTiles
+from crossbar.layers import TiledLinear
 
 # What each factor of an HPD layer holds, by orientation: (inner, outer).
 _HPD_FACTORS = {"us_analog": ("V^T", "U*S"), "svt_analog": ("S*V^T", "U")}
@@ -17,7 +17,12 @@ _HPD_FACTORS = {"us_analog": ("V^T", "U*S"), "svt_analog": ("S*V^T", "U")}
 
 @dataclass
 class LayerRow:
-    """One module of the model: a tiled layer (with its grid) or a module left digital."""
+    """One module of the model: a tiled layer (with its grid) or a module left digital (with its reason).
+
+    ``shape`` and ``tile_grid`` are those of one group's matrix; ``tiles`` counts all ``groups``. ``aliases``:
+    other names of the same module; ``shares``: the layer whose programmed matrix this one uses (a tied weight:
+    no tiles of its own). ``reason``: why a module with parameters stays digital.
+    """
 
     name: str
     kind: str
@@ -28,6 +33,10 @@ class LayerRow:
     utilisation: float | None = None
     parameters: int = 0
     hpd: str | None = None  # for a factor of an HPD layer: which factor, e.g. "U*S"
+    groups: int = 1
+    aliases: list[str] = field(default_factory=list)
+    shares: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -68,15 +77,21 @@ class MappingReport:
         width = max([28] + [len(row.name) for row in self.layers])
         header = f"chip {self.chip}, tiles {self.tile[0]}x{self.tile[1]}, {self.analog_tiles} analog tiles used"
         columns = (
-            f"{'layer':<{width}} {'type':<12} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
+            f"{'layer':<{width}} {'type':<20} {'placed':<8} {'shape (out,in)':>15} {'grid':>7} {'tiles':>6} {'util':>6}"
         )
         lines = [header, columns, "-" * len(columns)]
         for row in self.layers:
             shape = f"{row.shape[0]}x{row.shape[1]}" if row.shape else "-"
+            shape = f"{row.groups}x " + shape if row.groups > 1 else shape
             grid = f"{row.tile_grid[0]}x{row.tile_grid[1]}" if row.tile_grid else "-"
             util = f"{row.utilisation:.1%}" if row.utilisation is not None else "-"
+            notes = [f"also {', '.join(row.aliases)}"] if row.aliases else []
+            notes += [f"tiles of {row.shares}"] if row.shares else []
+            notes += [row.reason] if row.reason else []
+            note = f"  ({'; '.join(notes)})" if notes else ""
             lines.append(
-                f"{row.name:<{width}} {row.kind:<12} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} {util:>6}"
+                f"{row.name:<{width}} {row.kind[:20]:<20} {row.placement:<8} {shape:>15} {grid:>7} {row.tiles:>6} "
+                f"{util:>6}{note}"
             )
         for h in self.hpd:
             lines.append(
@@ -87,18 +102,53 @@ class MappingReport:
 
 
 def _digital_work(module: nn.Module) -> bool:
-    """A leaf module, or one whose own forward computes (it defines ``digital_ops``, e.g. an SSM mixer)."""
-    return not list(module.children()) or callable(getattr(module, "digital_ops", None))
+    """A leaf module, one whose own forward computes (it defines ``digital_ops``, e.g. an SSM mixer), or one
+    with parameters of its own (e.g. a module the compiler left digital)."""
+    return (
+        not list(module.children())
+        or callable(getattr(module, "digital_ops", None))
+        or any(True for _ in module.parameters(recurse=False))
+    )
+
+
+def _digital_reason(module: nn.Module) -> str | None:
+    """Why a module with parameters is digital: the compiler's reason, or what its parameters are."""
+    reason = getattr(module, DIGITAL_REASON, None)
+    if reason is not None or not any(True for _ in module.parameters(recurse=False)):
+        return reason
+    if all(p.dim() < 2 for p in module.parameters(recurse=False)):
+        return "elementwise parameters (no weight matrix)"
+    return None
+
+
+def _tiled_row(name: str, module: TiledLinear, first_user: dict[int, str]) -> LayerRow:
+    groups = module.groups
+    row = LayerRow(name, module.kind(), module.placement, groups=groups)
+    row.shape = (module.out_features // groups, module.in_features // groups)
+    owner = first_user.setdefault(id(module._programmed), name)
+    if owner != name:
+        row.shares = owner
+    if module.placement == "analog":
+        grid = module.tiles[0].grid
+        row.tile_grid = (grid.row_blocks, grid.col_blocks)
+        row.utilisation = grid.utilisation
+        row.tiles = 0 if row.shares else groups * grid.tiles
+    row.parameters = sum(p.numel() for p in module.parameters())
+    return row
 
 
 def report(compiled: nn.Module) -> MappingReport:
-    """The mapping report of a model returned by ``crossbar.compile``."""
+    """The mapping report of a model returned by ``crossbar.compile``: every module that computes, analog or
+    digital (with the reason a module with parameters stays digital)."""
     tiled = [(n, m) for n, m in compiled.named_modules() if isinstance(m, TiledLinear)]
     if not tiled:
         raise ValueError("crossbar.report: the model was not compiled (no tiled layer); use crossbar.compile first")
     chip = tiled[0][1].chip
     result = MappingReport(chip=chip.name, tile=(chip.tile.rows, chip.tile.cols))
     tiled_names = {n for n, _ in tiled}
+    aliases: dict[int, list[str]] = {}
+    for name, module in compiled.named_modules(remove_duplicate=False):
+        aliases.setdefault(id(module), []).append(name)
     factors = {}
     for name, module in compiled.named_modules():
         if isinstance(module, HPDLinear):
@@ -106,20 +156,17 @@ def report(compiled: nn.Module) -> MappingReport:
             factors.update({f"{name}.inner": inner, f"{name}.outer": outer})
             analog, digital = (outer, inner) if module.digital_factor == "inner" else (inner, outer)
             result.hpd.append(HPDRow(name, module.rank, module.orientation, analog, digital, module.digital_macs()))
+    first_user: dict[int, str] = {}
     for name, module in compiled.named_modules():
         if isinstance(module, TiledLinear):
-            kind = "Conv1d(1x1)" if isinstance(module, TiledConv1d) else "Linear"
+            row = _tiled_row(name, module, first_user)
             if name in factors:
-                kind = f"HPD {factors[name]}"
-            row = LayerRow(name, kind, module.placement, shape=(module.out_features, module.in_features))
-            row.hpd = factors.get(name)
-            if isinstance(module.tile, AnalogTiles):
-                grid = module.tile.grid
-                row.tile_grid = (grid.row_blocks, grid.col_blocks)
-                row.tiles, row.utilisation = grid.tiles, grid.utilisation
-            row.parameters = sum(p.numel() for p in module.parameters())
-            result.layers.append(row)
+                row.kind, row.hpd = f"HPD {factors[name]}", factors[name]
         elif _digital_work(module) and not any(name.startswith(t + ".") for t in tiled_names):
             params = sum(p.numel() for p in module.parameters(recurse=False))
-            result.layers.append(LayerRow(name, type(module).__name__, "digital", parameters=params))
+            row = LayerRow(name, type(module).__name__, "digital", parameters=params, reason=_digital_reason(module))
+        else:
+            continue
+        row.aliases = [a for a in aliases[id(module)] if a != name]
+        result.layers.append(row)
     return result

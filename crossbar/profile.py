@@ -10,6 +10,9 @@ measurements it was fitted from):
 - ``relaxation`` (time table, replaces programming and drift): at each of ``times`` (s) a mean-offset and
   a std polynomial; between times the coefficients are interpolated linearly in log t (linearly in t
   between 0 and the first positive time); times outside the table are refused;
+- ``spread`` (version 2; replaces programming, drift and relaxation): the nonparametric form,
+  ``crossbar.spread_table.SpreadTable``: mean offset and std tabulated on a grid of targets per time, and
+  empirical quantiles of the standardised deviation per level and time (the measured tails);
 - ``read_noise``: std of one read about the device's conductance (a polynomial), drawn once at t_inference.
 
 Used on a chip with another g_max, every siemens quantity scales by chip g_max / profile g_max (relative
@@ -29,15 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from crossbar.errors import ProfileError
 from crossbar.fileio import write_text_atomic
+from crossbar.spread_table import SpreadTable, time_weight
 
 PROFILE_FORMAT = "crossbar-device-profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2 adds ``spread``; version 1 files (no ``spread``) still load
+READABLE_VERSIONS = (1, 2)
 PRESET_PACKAGE = "crossbar.presets.devices"
-
-
-class ProfileError(ValueError):
-    """A profile file that is missing, not JSON, or not a valid profile; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,9 @@ class RelaxationTable:
 
     def at(self, t: float) -> Polynomials:
         """The mean and std polynomials at time t (s), interpolated between the table's times."""
-        times = np.asarray(self.times)
-        if not times[0] <= t <= times[-1]:
-            raise ProfileError(f"t_inference {t:g} s is outside the measured times {times[0]:g} to {times[-1]:g} s")
-        if times.size == 1:
-            return Polynomials(self.mean[0], self.std[0])
-        k = min(int(np.searchsorted(times, t, side="right")) - 1, times.size - 2)
-        t_lo, t_hi = times[k], times[k + 1]
-        w = (t - t_lo) / (t_hi - t_lo) if t_lo <= 0 else math.log(t / t_lo) / math.log(t_hi / t_lo)
+        k, w = time_weight(np.asarray(self.times), t)
+        if w == 0:
+            return Polynomials(self.mean[k], self.std[k])
 
         def blend(table: list[list[float]]) -> list[float]:
             lo, hi = np.asarray(table[k]), np.asarray(table[k + 1])
@@ -100,12 +97,16 @@ class DeviceProfile:
     drift: PowerLawDrift | None = None
     relaxation: RelaxationTable | None = None
     read_noise: ReadNoisePolynomial | None = None
+    spread: SpreadTable | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.g_max, (int, float)) and math.isfinite(self.g_max) and self.g_max > 0):
             raise ProfileError(f"g_max: must be a positive number of siemens (got {self.g_max!r})")
         if self.drift is not None and self.relaxation is not None:
             raise ProfileError("drift, relaxation: a profile has a power-law drift or a relaxation table, not both")
+        others = [name for name in ("programming", "drift", "relaxation") if getattr(self, name) is not None]
+        if self.spread is not None and others:
+            raise ProfileError(f"spread, {others[0]}: a spread table replaces programming, drift and relaxation")
         if self.relaxation is not None:
             times = self.relaxation.times
             if not times or any(b <= a for a, b in zip(times, times[1:], strict=False)) or times[0] < 0:
@@ -121,8 +122,9 @@ class DeviceProfile:
     @property
     def time_range(self) -> tuple[float, float]:
         """Times after programming (s) the profile can be sampled at."""
-        if self.relaxation is not None:
-            return self.relaxation.times[0], self.relaxation.times[-1]
+        table = self.relaxation or self.spread
+        if table is not None:
+            return table.times[0], table.times[-1]
         return 0.0, math.inf
 
     def program(self, g_target: np.ndarray, t_inference: float, seed: int, g_max: float | None = None) -> np.ndarray:
@@ -150,13 +152,18 @@ class DeviceProfile:
             raise ProfileError("profile: must be a JSON object")
         if data.get("format") != PROFILE_FORMAT:
             raise ProfileError(f"format: must be {PROFILE_FORMAT!r} (got {data.get('format')!r})")
-        if data.get("version") != PROFILE_VERSION:
-            raise ProfileError(f"version: {data.get('version')!r} is not supported (this reader reads 1)")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ProfileError(
+                f"version: {data.get('version')!r} is not supported (this reader reads {READABLE_VERSIONS})"
+            )
+        if data.get("version") == 1 and data.get("spread") is not None:
+            raise ProfileError("spread: needs profile version 2")
         parts = {
             "programming": Polynomials,
             "drift": PowerLawDrift,
             "relaxation": RelaxationTable,
             "read_noise": ReadNoisePolynomial,
+            "spread": SpreadTable,
         }
         known = {"format", "version", "name", "technology", "g_max", "source", "licence", "fitted_from", *parts}
         unknown = sorted(set(data) - known)
@@ -173,7 +180,8 @@ class DeviceProfile:
             if not isinstance(value, dict):
                 raise ProfileError(f"{name}: must be an object or null")
             for key, entry in value.items():
-                _check_numbers(entry, f"{name}.{key}")
+                if key not in getattr(part, "TEXT_FIELDS", ()):
+                    _check_numbers(entry, f"{name}.{key}")
             try:
                 kwargs[name] = part(**value)
             except TypeError as exc:

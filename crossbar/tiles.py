@@ -14,6 +14,8 @@ analog one through the simulated hardware. Gradients are not handled here (see `
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,8 @@ from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
+# Cells per device in one programming part (``AnalogTiles._parts``): one 256 x 256 tile, 0.5 MB of float64.
+PART_CELLS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class AnalogTiles:
     """
 
     def __init__(self, weight: np.ndarray, chip: ChipConfig, seed: int) -> None:
-        weight = np.asarray(weight, dtype=np.float64)
+        weight = np.asarray(weight)  # (out, in); each programming part is read in float64 (``_program``)
         self.chip = chip
         self.seed = seed
         self.grid = TileGrid.for_shape(weight.shape[1], weight.shape[0], chip.tile)
@@ -144,56 +148,100 @@ class AnalogTiles:
         self._calls = 0
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
-        chip, grid = self.chip, self.grid
-        tiled = grid.pad(crossbar_matrix)
-        scales = weight_scales(tiled, chip.mapping)
-        normalised = tiled / scales
-        targets = conductance_targets(normalised, chip.mapping)
-        conductances = device.program(targets, chip.device, chip.mapping, self.seed)
-        read = conductances.at_inference
-        if not chip.wires.ideal:
-            read = self._with_ir_drop(read)
-        # Padding cells are not on the computed path: zero them so no statistic counts them.
-        used = grid.pad(np.ones_like(crossbar_matrix))
-        realised = effective_weights(read, chip.mapping) * used
-        # Energy (crossbar.energy): conductance each word line drives, summed over its devices and columns.
-        per_row = np.sum(conductances.at_inference * used, axis=(0, 3, 4)).reshape(-1)
-        self.row_conductance = per_row[: grid.in_features]
-        gain = np.ones_like(scales)
-        if chip.device.drift_compensation and chip.device.model != "none":
-            gain = self._drift_compensation(normalised, realised)
-        digital_scale = scales * gain
-        self.block_weights = _row_blocks(realised, grid)
-        self.weights = self.block_weights.reshape(-1, grid.out_features)[: grid.in_features]
-        self.digital_scale = np.ascontiguousarray(grid.per_tile_column(digital_scale), dtype=np.float32)
-        if chip.adc.mode == "weights":
-            column_l1 = np.sum(np.abs(realised), axis=1, keepdims=True)
-            full_scale = chip.adc.weights_fraction * column_l1
-        else:
-            full_scale = np.full_like(scales, chip.adc.full_scale)
-        self.full_scale = np.ascontiguousarray(grid.per_tile_column(np.maximum(full_scale, 1e-12)), dtype=np.float32)
-        self.cell_variance = None
-        if chip.read_noise.cell_std > 0:
-            per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
-            per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
-            self.cell_variance = _row_blocks(per_cell * used, grid).reshape(-1, grid.out_features)
+        """Program the layer part by part (``_parts``), each from the next draws of one seeded stream, and
+        keep only what the forward pass and the energy model read: at most one part's float64 conductances
+        exist at a time, so the transient memory is a few MB whatever the layer's size."""
+        chip = self.chip
+        stream = device.ProgrammingStream(chip.device, chip.mapping, self.seed)
+        threads = 1 if chip.wires.ideal else torch.get_num_threads()
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            self._program_parts(crossbar_matrix, stream, pool)
 
-    def _with_ir_drop(self, conductances: np.ndarray) -> np.ndarray:
-        """(k, R, rows, C, cols) cell conductances -> effective conductances M of every array (tile and device).
+    def _program_parts(
+        self, crossbar_matrix: np.ndarray, stream: device.ProgrammingStream, pool: ThreadPoolExecutor | None
+    ) -> None:
+        chip, grid = self.chip, self.grid
+        self.block_weights = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
+        self.digital_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
+        self.full_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
+        row_conductance = np.zeros((grid.row_blocks, grid.rows))
+        cell_variance = None
+        if chip.read_noise.cell_std > 0:
+            cell_variance = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
+        for r, blocks in self._parts():
+            rows = grid.row_slice(r)
+            columns = slice(blocks.start * grid.cols, min(blocks.stop * grid.cols, grid.out_features))
+            part = TileGrid(rows.stop - rows.start, columns.stop - columns.start, grid.rows, grid.cols)
+            tiled = part.pad(np.asarray(crossbar_matrix[rows, columns], dtype=np.float64))
+            scales = weight_scales(tiled, chip.mapping)
+            normalised = tiled / scales
+            conductances = stream.program(conductance_targets(normalised, chip.mapping))
+            read = conductances.at_inference
+            if not chip.wires.ideal:
+                read = self._with_ir_drop(read, part, pool)
+            # Padding cells are not on the computed path: zero them so no statistic counts them.
+            used = part.pad(np.ones((part.in_features, part.out_features)))
+            realised = effective_weights(read, chip.mapping) * used
+            # Energy (crossbar.energy): conductance each word line drives, summed over its devices and columns.
+            row_conductance[r] += np.sum(conductances.at_inference * used, axis=(0, 3, 4)).reshape(-1)
+            gain = np.ones_like(scales)
+            if chip.device.drift_compensation and chip.device.model != "none":
+                gain = self._drift_compensation(normalised, realised)
+            digital_scale = scales * gain
+            self.block_weights[r, :, columns] = _row_blocks(realised, part)[0]
+            self.digital_scale[r, columns] = part.per_tile_column(digital_scale)[0]
+            if chip.adc.mode == "weights":
+                full_scale = chip.adc.weights_fraction * np.sum(np.abs(realised), axis=1, keepdims=True)
+            else:
+                full_scale = np.full_like(scales, chip.adc.full_scale)
+            self.full_scale[r, columns] = part.per_tile_column(np.maximum(full_scale, 1e-12))[0]
+            if cell_variance is not None:
+                per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
+                per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
+                cell_variance[r, :, columns] = _row_blocks(per_cell * used, part)[0]
+        self.weights = self.block_weights.reshape(-1, grid.out_features)[: grid.in_features]
+        self.row_conductance = row_conductance.reshape(-1)[: grid.in_features]
+        self.cell_variance = None if cell_variance is None else cell_variance.reshape(-1, grid.out_features)
+
+    def _parts(self) -> list[tuple[int, range]]:
+        """The parts a layer is programmed in, in order: (row block, column blocks), each row block's column
+        blocks in runs of at most PART_CELLS cells per device. A layer of one row block and at most
+        PART_CELLS / rows columns is one part, programmed exactly as before parts existed."""
+        grid = self.grid
+        run = max(1, PART_CELLS // (grid.rows * grid.cols))
+        return [
+            (r, range(c, min(c + run, grid.col_blocks)))
+            for r in range(grid.row_blocks)
+            for c in range(0, grid.col_blocks, run)
+        ]
+
+    def _with_ir_drop(self, conductances: np.ndarray, part: TileGrid, pool: ThreadPoolExecutor | None) -> np.ndarray:
+        """(k, 1, rows, C, cols) cell conductances of one row block's part -> effective conductances M of
+        every array (tile and device), the arrays solved side by side on ``pool``'s threads (each holds BLAS
+        to one thread; the solves release the GIL).
 
         A partly used tile holds its weights in the rows next to the sense amplifiers and the columns next to
         the drivers; its unused cells are left unprogrammed (open), so they neither load nor lengthen the
         wires and each array is solved on its used block alone.
         """
-        wires, grid = self.chip.wires, self.grid
-        effective = np.zeros_like(conductances)
-        for r, c in np.ndindex(grid.row_blocks, grid.col_blocks):
-            used_rows = grid.row_slice(r).stop - grid.row_slice(r).start
-            used_cols = min(grid.cols, grid.out_features - c * grid.cols)
-            for k in range(conductances.shape[0]):
-                cells = conductances[k, r, :used_rows, c, :used_cols]
-                effective[k, r, :used_rows, c, :used_cols] = irdrop.effective_conductance(cells, wires.r_wl, wires.r_bl)
-        return effective
+        wires, devices = self.chip.wires, conductances.shape[0]
+        cells = np.ascontiguousarray(conductances).reshape(devices, part.rows, -1)  # (k, rows, C * cols)
+        effective = np.zeros_like(cells)
+        used_rows = part.in_features
+        arrays = [
+            (k, slice(c * part.cols, min((c + 1) * part.cols, part.out_features)))
+            for c in range(part.col_blocks)
+            for k in range(devices)
+        ]
+
+        def solve(array: tuple[int, slice]) -> None:
+            k, used = array
+            solved = irdrop.effective_conductance(cells[k, :used_rows, used], wires.r_wl, wires.r_bl)
+            effective[k, :used_rows, used] = solved
+
+        for _ in pool.map(solve, arrays) if pool is not None else map(solve, arrays):
+            pass
+        return effective.reshape(conductances.shape)
 
     @staticmethod
     def _drift_compensation(target: np.ndarray, realised: np.ndarray) -> np.ndarray:

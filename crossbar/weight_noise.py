@@ -11,8 +11,10 @@ Three kinds (``WeightNoise.kind``):
   tiles. ``level`` is unused (set the chip's fields instead).
 
 The first two perturb the float weights the tiles would hold and return a float model: fast, and the
-noise is the only difference from the original. Layers are those ``crossbar.compile`` maps (nn.Linear,
-1x1 nn.Conv1d); the digital factors of HPD layers stay exact.
+noise is the only difference from the original. Layers are the single-matrix layers ``crossbar.compile``
+maps (nn.Linear, convolutions, registered layer types: ``crossbar.compiler.mapped_layers``); the digital
+factors of HPD layers stay exact. A grouped convolution's kernel is taken as one (out, in/G*k) matrix for the
+tile reference of additive noise.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from crossbar import hpd as hpd_transform
-from crossbar.compiler import compile, mapped_layers
+from crossbar.compiler import compile, layer_matrix, mapped_layers
 from crossbar.config import ChipConfig, ConfigError
 
 KINDS = ("additive", "multiplicative", "device")
@@ -131,6 +133,6 @@ def noisy_copy(
             module = work.get_submodule(name)
             key = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0]
             generator = torch.Generator().manual_seed(int(key))
-            matrix = module.weight.reshape(module.weight.shape[0], -1)
-            module.weight.copy_(perturb(matrix, noise, generator).reshape(module.weight.shape))
+            matrix = layer_matrix(module)  # a view: (out, in), whatever the layout of the parameter
+            matrix.copy_(perturb(matrix, noise, generator))
     return work

@@ -16,7 +16,6 @@ from calibration_data import TECHA, TECHC
 import calibration
 import crossbar
 from calibration import fitting, importers
-from calibration.curve_fits import polyval
 from crossbar import ChipConfig, ConfigError
 from crossbar import device as device_module
 from crossbar.fileio import write_text_atomic
@@ -91,22 +90,32 @@ def test_round_trip_through_csv_reproduces_the_generating_pcm_model(tmp_path):
         assert np.max(np.abs(sampled / reference - 1)) < 0.10, (t, sampled / reference)
 
 
-def test_techc_fitted_spread_matches_the_measured_spread(techc_fit):
-    """Fitted vs measured std of g per level and time (figure: docs/figures/calibration_techc.png)."""
-    error = np.abs(techc_fit.goodness.std_error())
-    assert techc_fit.drift_model == "time_table"  # RRAM relaxation is not a power law
+def test_techc_fitted_spread_matches_the_held_out_spread(techc_fit, techc_h5):
+    """Std of the profile fitted to one half of each level's cells, sampled, against the measured std of the
+    other half, per level and time (figure: docs/figures/calibration_techc.png)."""
+    goodness = techc_fit.goodness
+    error = np.abs(goodness.std_error())
+    assert techc_fit.drift_model == "spread_table"  # RRAM relaxation is not a power law
     assert techc_fit.power_law_error > 0.5
-    assert np.nanmedian(error) < 0.07  # measured 5.1 %
-    assert np.nanmedian(error[:, 0]) < 0.03  # right after programming (write-verify window): 1.4 %
-    assert np.all(np.nanmedian(error, axis=0) < 0.10)
-    assert techc_fit.goodness.fitted_levels.any(axis=1).sum() == 33  # 32 levels + 52 cells above g_max
+    assert goodness.measured is techc_fit.validation
+    _, cells = np.unique(calibration.read(techc_h5).relaxation.target_conductance, return_counts=True)
+    held_out = goodness.measured.count.max(axis=1)  # reads of a level at its most-read time
+    assert np.all(held_out <= cells // 2) and held_out.sum() > 0.99 * np.sum(cells // 2)  # half of each level
+    median = np.nanmedian(error, axis=0)
+    # measured 1.3, 7.7, 10.0, 8.4, 8.5, 5.5 %; a perfect model would show 2.0, 7.4, 6.9, 5.9, 8.1, 4.5 % from
+    # the scatter of the held-out std of heavy-tailed reads alone (kurtosis 5-13)
+    assert median[0] < 0.03
+    assert np.all(median < 0.11), median
+    assert np.nanmedian(error) < 1.3 * np.nanmedian(goodness.noise_floor())
+    assert goodness.fitted_levels.any(axis=1).sum() == 33  # 32 levels + the cells just above g_max
 
 
 def test_shipped_techc_profile_is_the_fit_of_the_data(techc_fit):
     shipped = load_profile("techc")
-    assert shipped.g_max == 40e-6 and shipped.relaxation is not None
-    assert shipped.relaxation.times == techc_fit.profile.relaxation.times
-    np.testing.assert_allclose(shipped.relaxation.std, techc_fit.profile.relaxation.std, rtol=1e-9, atol=1e-15)
+    assert shipped.g_max == 40e-6 and shipped.spread is not None
+    assert shipped.spread.times == techc_fit.profile.spread.times
+    np.testing.assert_allclose(shipped.spread.std, techc_fit.profile.spread.std, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(shipped.spread.quantiles, techc_fit.profile.spread.quantiles, rtol=1e-9, atol=1e-12)
 
 
 def test_compiled_model_runs_on_a_chip_naming_the_techc_profile(tmp_path):
@@ -134,12 +143,12 @@ def test_profile_json_round_trip_seeds_and_g_max_scaling(techc_fit, tmp_path):
     a, b = loaded.program(targets, 1.0, seed=3), loaded.program(targets, 1.0, seed=3)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, loaded.program(targets, 1.0, seed=4))
-    # at t = 0 the table's std polynomial, exactly; on a chip with twice the g_max, twice the siemens
-    x = 0.5
-    sigma = polyval(profile.relaxation.std[0], np.array(x))
-    assert np.std(loaded.program(np.full(40000, x * 40e-6), 0.0, seed=1)) == pytest.approx(sigma, rel=0.03)
-    doubled = loaded.program(np.full(40000, x * 80e-6), 0.0, seed=1, g_max=80e-6)
-    assert np.std(doubled) == pytest.approx(2 * sigma, rel=0.03)
+    # at t = 0 the table's std, exactly; on a chip with twice the g_max, twice the siemens
+    g_target = np.full(40000, 20e-6)
+    _, sigma = profile.spread.moments(g_target[:1], 0.0)
+    assert np.std(loaded.program(g_target, 0.0, seed=1)) == pytest.approx(sigma[0], rel=0.03)
+    doubled = loaded.program(2 * g_target, 0.0, seed=1, g_max=80e-6)
+    assert np.std(doubled) == pytest.approx(2 * sigma[0], rel=0.03)
 
 
 def test_relaxation_table_interpolates_in_log_time():

@@ -50,7 +50,7 @@ def test_round_trip_is_bit_identical_and_programs_nothing(saved):
             assert torch.equal(
                 torch.from_numpy(layer.tile.record.block_weights), torch.from_numpy(original.block_weights)
             )
-            assert layer._programmed_version == layer.weight._version  # no reprogramming at the next forward
+            assert layer._programmed.version == layer.weight._version  # no reprogramming at the next forward
     # a different chip instance of the same model really differs: the equality above is not trivial
     other = crossbar.compile(small_model(), chip_with_everything(), seed=8, calibration_inputs=x)
     with torch.no_grad():

@@ -9,7 +9,14 @@ from torch import nn
 
 import crossbar
 from crossbar import ChipConfig, ConfigError, EnergyConstants
-from crossbar.energy.laws import digital_prices, murmann_adc_energy, sar_adc_energy, sar_power_coefficients
+from crossbar.energy.laws import (
+    digital_prices,
+    line_cap_per_cell,
+    murmann_adc_energy,
+    register_clock_energy,
+    sar_adc_energy,
+    sar_power_coefficients,
+)
 
 # Exact physics, no noise: every programmed conductance is on target.
 CLEAN = {"device": {"model": "none"}, "read_noise": {"output_std": 0.0}, "wires": {"r_wl": 0.0, "r_bl": 0.0}}
@@ -106,7 +113,10 @@ def test_doubling_adc_bits_changes_only_the_adc_term_by_its_law():
     for law, ratio in (("sar", sar_ratio), ("murmann", murmann_ratio)):
         low, high = components(reports[law, 4]), components(reports[law, 8])
         assert high["adc"] / low["adc"] == pytest.approx(ratio, rel=1e-9), law
-        for other in ("dac", "array", "digital", "movement"):
+        assert high["adc_front"] / low["adc_front"] == pytest.approx(2.0, rel=1e-9)  # per resolved bit
+        registers = 256 * 8 + 256 * 8, 256 * 8 + 256 * 4  # input codes per row, output codes per column
+        assert high["control"] / low["control"] == pytest.approx(registers[0] / registers[1], rel=1e-9)
+        for other in ("dac", "drivers", "array", "digital", "psum", "movement"):
             assert high[other] == pytest.approx(low[other], rel=1e-12), (law, other)
         assert reports[law, 8].latency == pytest.approx(reports[law, 4].latency, rel=1e-12)
     assert sar_adc_energy(8, 14.0, EnergyConstants()) == pytest.approx((0.4710 * 8 + 1.9529) * 1e-6 * 9e-9)
@@ -124,8 +134,9 @@ def test_doubling_the_tiles_doubles_adc_array_and_output_work_only():
     assert crossbar.report(crossbar.compile(linear(torch.cat([weight, weight])), chip)).analog_tiles == 2
     c1, c2 = components(one), components(two)
     assert c2["dac"] == pytest.approx(c1["dac"], rel=1e-12)  # the same inputs drive both tiles
-    for term in ("adc", "array", "digital"):
+    for term in ("adc", "array", "digital", "drivers", "adc_front", "control"):
         assert c2[term] == pytest.approx(2 * c1[term], rel=1e-6), term
+    assert c1["psum"] == c2["psum"] == 0  # one row block: no partial sums to buffer
     price = digital_prices(chip.energy, EnergyConstants())["memory_bytes"]
     assert c2["movement"] - c1["movement"] == pytest.approx(256 * 2 * price, rel=1e-9)  # 256 more fp16 outputs
     # tiles work in parallel: the analog time is the same, only the digital lanes take longer
@@ -151,8 +162,10 @@ def test_counts_follow_the_data_zero_inputs_cost_no_pulses_or_array_energy():
     analog = crossbar.compile(linear(weight), clean_chip(dac={"mode": "fixed"}))
     busy = components(crossbar.estimate(analog, x))
     idle = components(crossbar.estimate(analog, torch.zeros_like(x)))
-    assert idle["dac"] == 0 and idle["array"] == 0 and busy["dac"] > 0 and busy["array"] > 0
-    assert idle["adc"] == busy["adc"]  # every column is converted anyway
+    assert idle["array"] == 0 and busy["array"] > 0
+    assert busy["dac"] == idle["dac"] == 0  # PWM pulses are word-line drives, priced under drivers
+    assert busy["drivers"] > idle["drivers"] > 0  # word lines follow the data; bit lines are charged every read
+    assert idle["adc"] == busy["adc"] and idle["adc_front"] == busy["adc_front"]  # every column is converted
 
 
 class Gate(nn.Module):
@@ -247,3 +260,74 @@ def test_report_dict_and_table_agree():
     text = str(report)
     assert "TOPS/W" in text and "ReLU" in text and "total" in text
     assert math.isfinite(report.tops) and report.tops > 0
+
+
+def pwm_codes(rows, batch, seed):
+    return torch.randint(-127, 128, (batch, rows), generator=torch.Generator().manual_seed(seed)).float()
+
+
+def test_driver_energy_is_line_capacitance_and_grows_with_line_length():
+    """Each PWM pulse swings a word line of tile.cols cells (C vdd^2); each read brings a bit line of tile.rows
+    cells to v_read (C v_read vdd). A twice-longer word line (same weights, wider tile) doubles the first."""
+    rows, cols, batch = 64, 128, 3
+    codes = pwm_codes(rows, batch, 3)
+    model = linear(torch.rand(cols, rows, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    constants = EnergyConstants()
+    found = {}
+    for tile_cols in (128, 256):
+        chip = clean_chip(dac={"mode": "fixed", "input_range": 1.0}, tile={"rows": 64, "cols": tile_cols})
+        found[tile_cols] = components(crossbar.estimate(crossbar.compile(model, chip), codes / 127.0))["drivers"]
+        e, c = chip.energy, line_cap_per_cell(chip.energy.node_nm, constants)
+        pulses = float(np.count_nonzero(codes.numpy()))
+        word = pulses * tile_cols * c * e.vdd**2
+        bit = batch * cols * rows * c * chip.mapping.v_read * e.vdd
+        assert found[tile_cols] == pytest.approx((word + bit) / batch, rel=1e-9)
+    word_128 = found[128] - batch * cols * rows * c * chip.mapping.v_read * e.vdd / batch
+    assert found[256] - found[128] == pytest.approx(word_128, rel=1e-9)  # the word-line part doubled
+
+
+def test_clocking_grows_with_cycles_and_nothing_else_but_the_array_does():
+    """Voltage encoding: a read lasts integration_time, i.e. integration_time x clock_hz clock cycles, each
+    clocking every input and output register bit of the tile."""
+    weight, x = random_case(rows=64, cols=32, batch=2)
+    reports = {}
+    for t in (1e-8, 2e-8):
+        chip = clean_chip(energy={"input_encoding": "voltage", "integration_time": t})
+        reports[t] = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
+    short, long = reports[1e-8], reports[2e-8]
+    assert long["control"] / short["control"] == pytest.approx(2.0, rel=1e-9)
+    registers = 256 * 8 + 256 * 8  # one padded 256 x 256 tile
+    cycles = round(1e-8 * chip.energy.clock_hz)
+    assert short["control"] == pytest.approx(
+        cycles * registers * register_clock_energy(chip.energy, EnergyConstants()), rel=1e-9
+    )
+    assert long["array"] == pytest.approx(2 * short["array"], rel=1e-9)
+    for other in ("dac", "drivers", "adc", "adc_front", "digital", "psum", "movement"):
+        assert long[other] == pytest.approx(short[other], rel=1e-12), other
+
+
+def test_current_readout_adds_a_mirrored_copy_and_row_blocks_buffer_partial_sums():
+    weight, x = random_case(rows=300, cols=40, batch=2)  # two row blocks on 256-row tiles
+    found = {}
+    for readout in ("charge", "current"):
+        chip = clean_chip(energy={"array_law": "supply", "readout": readout})
+        found[readout] = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
+    copy = EnergyConstants().sense_mirror_ratio * found["charge"]["array"]  # supply law: vdd x the charge
+    assert found["current"]["adc_front"] - found["charge"]["adc_front"] == pytest.approx(copy, rel=1e-9)
+    price = digital_prices(chip.energy, EnergyConstants())["memory_bytes"]
+    assert found["charge"]["psum"] == pytest.approx(2 * 40 * 1 * 2 * price, rel=1e-9)  # fp16 partial sums
+
+
+def test_capacitive_array_charges_every_cell_of_every_read_column():
+    weight, x = random_case(rows=64, cols=32, batch=2)
+    chip = clean_chip(energy={"array_law": "capacitive"})
+    found = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
+    c = line_cap_per_cell(chip.energy.node_nm, EnergyConstants())
+    assert found["array"] == pytest.approx(32 * 256 * c * chip.energy.vdd**2, rel=1e-9)  # padded 256-row tile
+    chip = clean_chip(energy={"array_law": "capacitive", "cell_capacitance": 2e-15})
+    found = components(crossbar.estimate(crossbar.compile(linear(weight), chip), x))
+    assert found["array"] == pytest.approx(32 * 256 * (c + 2e-15) * chip.energy.vdd**2, rel=1e-9)
+    with pytest.raises(ConfigError, match="energy.cell_capacitance: must be a finite non-negative"):
+        clean_chip(energy={"cell_capacitance": -1e-15})
+    with pytest.raises(ConfigError, match="energy.readout: must be one of charge, current"):
+        clean_chip(energy={"readout": "voltage"})

@@ -1,55 +1,64 @@
-"""Chip presets against published silicon, on the workload each paper measured (full-tile 8-bit MVMs).
+"""The energy model against published silicon, leaving each chip out of the one fitted constant.
 
-The energy constants are shared by every preset and none was tuned to a chip. Measured (docs/energy.md):
-the IBM speech chip within 6% (13.1 vs 12.4 TOPS/W; its published 0.3 V read voltage, the read current drawn
-from the supply), the HERMES core's MVM time within a few percent but its energy efficiency 1.9-2.0x too high
-(the modelled periphery is a lower bound: it omits the ADCs' analog front ends, clocking, control and leakage).
+Six chips (crossbar.energy.validation.PUBLISHED, sources in each preset file). The shared constants are sourced;
+one, ``adc_front_per_bit``, is fitted to silicon: fitted on all chips but one, it predicts the one left out.
+Measured (benchmarks/energy_validation.py; docs/energy.md), within a point at batch 8 to 64: left-out errors 1%
+(HERMES), 47% (IBM speech chip), 11% (NeuRRAM), 9% (22 nm ReRAM macro), 1% (7 nm SRAM macro), 17% (65 nm 1-bit
+SRAM); median 10%, worst 47%. Asserted: median <= 15%, worst <= 50% (the issue's bound; the IBM chip is 3 points
+inside it), HERMES within 10% of both its published figures. docs/energy.md lists the modelling choices made on
+these same chips, which the leave-one-out does not cover.
 """
+
+import statistics
 
 import pytest
 
-from crossbar import ChipConfig
-from crossbar.energy.validation import PUBLISHED, full_tile_workload
+from crossbar import ChipConfig, EnergyConstants
+from crossbar.energy.validation import HERMES_CORE, PUBLISHED, chip_line, full_tile_workload, leave_one_out
 
-_REPORTS = {}
-
-
-def report_for(preset):
-    if preset not in _REPORTS:
-        _REPORTS[preset] = full_tile_workload(ChipConfig.preset(preset))
-    return _REPORTS[preset]
+BATCH = 16
 
 
-NOT_MET = pytest.mark.xfail(
-    strict=True,
-    reason="not met for HERMES: with shared, untuned constants the model is 1.9-2.0x more efficient (docs/energy.md)",
-)
+@pytest.fixture(scope="module")
+def rows():
+    return {row["preset"]: row for row in leave_one_out([chip_line(p, batch=BATCH) for p in PUBLISHED])}
 
 
-def _marks(published):
-    return [NOT_MET] if published.preset == "hermes" else []
+def test_validation_set_has_six_chips_with_sources():
+    assert len({p.preset for p in PUBLISHED}) >= 6
+    for published in PUBLISHED:
+        chip = ChipConfig.preset(published.preset)
+        assert "et al." in chip.energy.source and "not found" in chip.energy.source.lower(), published.preset
 
 
-@pytest.mark.parametrize(
-    "published", [pytest.param(p, marks=_marks(p), id=f"{p.preset}-{p.tops_per_watt}") for p in PUBLISHED]
-)
-def test_preset_tops_per_watt_within_25_percent_of_published(published):
-    ours = report_for(published.preset).tops_per_watt
-    print(f"{published.preset}: ours {ours:.3g} TOPS/W, published {published.tops_per_watt} ({published.citation})")
-    assert ours == pytest.approx(published.tops_per_watt, rel=0.25)
+def test_leave_one_out_median_within_15_and_worst_within_50_percent(rows):
+    errors = {name: row["left_out_error"] for name, row in rows.items()}
+    print({name: f"{e:.0%}" for name, e in errors.items()})
+    assert statistics.median(errors.values()) <= 0.15
+    assert max(errors.values()) <= 0.50
 
 
-@pytest.mark.parametrize("published", PUBLISHED, ids=lambda p: p.preset)
-def test_preset_efficiency_exceeds_the_silicons(published):
-    """The model leaves out whole classes of cost (bias, clocking, control, leakage): the silicon cannot beat it."""
-    ours = report_for(published.preset).tops_per_watt
-    print(f"{published.preset}: ours {ours:.3g} TOPS/W, published {published.tops_per_watt} ({published.citation})")
-    assert ours > published.tops_per_watt
+def test_hermes_left_out_within_10_percent_of_both_published_figures(rows):
+    """No constant is fitted to HERMES here: the fit is on the five other chips (the issue asks for 25%)."""
+    row = rows["hermes"]
+    assert row["left_out"] == pytest.approx(row["published"], rel=0.10)
+    assert row["left_out"] == pytest.approx(HERMES_CORE.tops_per_watt, rel=0.10)
+
+
+def test_left_out_fit_differs_from_the_in_sample_fit_and_is_used(rows):
+    """The prediction left out uses a constant the chip did not see (else the check would be in-sample)."""
+    assert any(row["k_left_out"] != row["k_all"] for row in rows.values())
+    for row in rows.values():
+        assert row["in_sample"] > 0 and row["left_out"] > 0
+
+
+def test_shipped_constant_is_the_all_chip_fit(rows):
+    shipped = EnergyConstants().adc_front_per_bit
+    assert shipped == pytest.approx(next(iter(rows.values()))["k_all"], rel=0.05)
 
 
 def test_hermes_core_throughput_within_25_percent_of_published():
     """63.1 TOPS on 64 cores: one 256x256 8-bit MVM per core every ~133 ns (PWM inputs at 1 GHz)."""
     published = next(p for p in PUBLISHED if p.tops_per_tile is not None)
-    ours = report_for(published.preset).tops
-    print(f"hermes core: ours {ours:.3g} TOPS, published {published.tops_per_tile:.3g} TOPS")
+    ours = full_tile_workload(ChipConfig.preset(published.preset), batch=BATCH).tops
     assert ours == pytest.approx(published.tops_per_tile, rel=0.25)

@@ -9,8 +9,18 @@ from typing import Any
 
 from crossbar.fileio import write_figure_atomic
 
-COMPONENTS = ("dac", "adc", "array", "digital", "movement")
-_COLOURS = {"dac": "#4c72b0", "adc": "#dd8452", "array": "#55a868", "digital": "#c44e52", "movement": "#8172b3"}
+COMPONENTS = ("dac", "drivers", "adc", "adc_front", "array", "control", "digital", "psum", "movement")
+_COLOURS = {
+    "dac": "#4c72b0",
+    "drivers": "#8fb0de",
+    "adc": "#dd8452",
+    "adc_front": "#f2b98c",
+    "array": "#55a868",
+    "control": "#937860",
+    "digital": "#c44e52",
+    "psum": "#da8bc3",
+    "movement": "#8172b3",
+}
 
 
 @dataclass
@@ -135,5 +145,7 @@ class EnergyReport:
         split.bar(list(totals), [v * 1e9 for v in totals.values()], color=[_COLOURS[c] for c in totals])
         split.set_ylabel("nJ per inference")
         split.set_title("by component")
-        split.tick_params(axis="x", labelrotation=45)
+        split.tick_params(axis="x", labelrotation=60)
+        for label in split.get_xticklabels():
+            label.set_horizontalalignment("right")
         write_figure_atomic(figure, path, fmt)

@@ -71,6 +71,34 @@ class EnergyConstants:
     murmann_foms_max_db: float = 180.14159078904734
     murmann_foms_intercept_db: float = 302.7387019052544
     murmann_foms_rolloff_db: float = 6.460790934271676
+    # --- Periphery: line drivers, ADC front end, register clocking (docs/energy.md, the model and constants). ---
+    # Interconnect capacitance per metre of line: 0.2 fF/um, nearly constant across nodes because width and
+    # spacing shrink together (Ho, Mai and Horowitz, "The future of wires", Proc. IEEE 89(4), 2001; the same
+    # order as the local-wire tables of the ITRS/IRDS interconnect chapters and NeuroSim's technology files).
+    wire_cap_per_m: float = 0.2e-9
+    # Gate (plus overlap and fringe) capacitance per metre of transistor width: 1 fF/um, the ITRS PIDS order for
+    # planar and FinFET nodes alike; NeuroSim's CalculateGateCap sums the same three terms per width.
+    gate_cap_per_m: float = 1.0e-9
+    # Cell pitch along a line, in feature sizes F: a 1T1R cell of 125.7 F^2 with aspect ratio 1 (CiMLoop's
+    # NeuRRAM cell model, memory_cells/rram_wan_nature_2022.cell.yaml) is 11.2 F on a side.
+    cell_pitch_features: float = 11.2
+    # Width of a cell's access transistor on each line (its gate on the word line, its drain on the bit line),
+    # in F: 4 F, the AccessCMOSWidth of NeuroSim's and CiMLoop's RRAM cell files.
+    access_width_features: float = 4.0
+    # Clocked capacitance of one register bit per cycle, as a width of gate capacitance in F, following NeuroSim's
+    # DFF.cpp: every cycle switches four clock inverters (input and output capacitance) and the gates of two NMOS
+    # and two PMOS transmission-gate devices; NMOS 2 F, PMOS twice that (its pnSizeRatio of about 2), an
+    # inverter's output taken equal to its input: 4 x (6 F + 6 F) + 2 x 2 F + 2 x 4 F = 60 F.
+    dff_clock_width_features: float = 60.0
+    # Current-mode readout (``energy.readout: "current"``): the front end works on a copy of the column
+    # current drawn from vdd, in this ratio to the cell current. 1.0 is a unity mirror (the IBM speech chip's
+    # per-column mirror, Ambrogio et al. 2023 Extended Data Fig. 2c, whose ratio is not published): an assumption.
+    sense_mirror_ratio: float = 1.0
+    # FITTED to silicon (the only fitted constant): energy of the ADC front end and reference per conversion and
+    # per resolved bit, at 45 nm and 0.9 V, scaled with the logic (node / 45 nm x (vdd / 0.9 V)^2): bias of the
+    # comparators, integrator or oscillator, reference ladder or DAC, linearisation. Fitted on the validation
+    # chips by benchmarks/energy_validation.py, which also fits it leaving each chip out (docs/energy.md).
+    adc_front_per_bit: float = 0.43e-12
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -105,6 +133,10 @@ class EnergyConstants:
             if not isinstance(overrides, dict):
                 raise ConfigError("energy constants: the JSON file must hold an object of name: value")
         return cls().replace(**overrides)
+
+    def feature_cap(self, node_nm: float, features: float, per_m: float) -> float:
+        """Capacitance of ``features`` feature sizes of wire or gate width at ``node_nm``, F."""
+        return features * node_nm * 1e-9 * per_m
 
     def logic_scale(self, node_nm: float, vdd: float) -> float:
         """Factor from Horowitz's 45 nm, 0.9 V energies to a chip's node and supply."""

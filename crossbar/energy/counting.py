@@ -18,8 +18,7 @@ from torch import nn
 from crossbar.config import ChipConfig
 from crossbar.energy.laws import format_bytes
 from crossbar.energy.shapes import standard_ops
-from crossbar.layers import TiledConv1d, TiledLinear
-from crossbar.periphery import levels
+from crossbar.layers import TiledLinear
 from crossbar.tiles import AnalogTiles
 
 DIGITAL_KEYS = ("add", "mul", "mac", "nonlinear")
@@ -35,6 +34,10 @@ class Activity:
     ``adc_conversions`` of ``adc_bits`` bits; ``array_energy``: sum V^2 G t over every read, J (what the cells
     dissipate); ``array_charge``: sum V G t, C (the charge they conduct); ``macs`` of matrix products;
     ``digital``: counts of digital operations; ``memory_bytes`` moved through buffers.
+    Periphery: ``row_pulses``: word-line drives summed over tiles (a row's pulse drives its line in every tile
+    column); ``tile_rows`` and ``tile_cols``: cells on a bit line and on a word line; ``clocked_bits``:
+    register bits clocked, summed over cycles and tiles (input codes per row, output codes per column, every
+    clock cycle of every read); ``psum_bytes``: partial sums written to and read back from a buffer.
     """
 
     name: str
@@ -53,6 +56,11 @@ class Activity:
     macs: float = 0.0
     digital: dict[str, float] = field(default_factory=dict)
     memory_bytes: float = 0.0
+    row_pulses: float = 0.0
+    tile_rows: int = 0
+    tile_cols: int = 0
+    clocked_bits: float = 0.0
+    psum_bytes: float = 0.0
 
     def add_digital(self, ops: dict[str, float]) -> None:
         for key, value in ops.items():
@@ -68,8 +76,9 @@ def _popcount(codes: np.ndarray, bits: int) -> np.ndarray:
     return sum(((ints >> k) & 1) for k in range(bits)).astype(np.float64)
 
 
-def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> None:
-    tile: AnalogTiles = module.tile
+def _count_analog(activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bias: bool, first_group: bool) -> None:
+    """One group's tiles over input vectors x2d (n, in of the group): one MVM per vector. The groups of a
+    layer sit on their own tiles and read in parallel: only the first counts the vectors (the reads in time)."""
     chip, grid = tile.chip, tile.grid
     energy = chip.energy
     if chip.dac.bits is None or chip.adc.bits is None:
@@ -77,7 +86,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
             f"crossbar.estimate: chip {chip.name!r} has no dac.bits / adc.bits; energy needs the converters' "
             "resolution (the ideal preset has none; use a chip with quantization)"
         )
-    n_levels = levels(chip.dac.bits)
+    n_levels = tile.record.dac_levels  # the levels the tiles were built with (crossbar.tiles)
     blocks, _, _ = tile.quantize_inputs(x2d)  # exactly what the forward pass puts on the word lines
     unit = blocks.transpose(1, 0, 2).reshape(x2d.shape[0], -1)[:, : grid.in_features]
     codes = np.abs(np.rint(unit.astype(np.float64) * n_levels))
@@ -101,7 +110,7 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     energy_sum = charge_sum if energy_time is charge_time else float(np.sum(energy_time @ tile.row_conductance))
     activity.array_charge += v_read * charge_sum
     activity.array_energy += v_read**2 * energy_sum
-    activity.vectors += batch
+    activity.vectors += batch if first_group else 0
     activity.cycles, activity.window, activity.dac_bits, activity.adc_bits = cycles, window, dac_bits, chip.adc.bits
     activity.dac_actions += float(dac_actions)
     activity.adc_conversions += float(batch * grid.row_blocks * grid.out_features * cycles)
@@ -111,23 +120,34 @@ def _count_analog(activity: Activity, module: TiledLinear, x2d: np.ndarray) -> N
     activity.add_digital(
         {
             "mul": 2.0 * grid.row_blocks * outputs,
-            "add": float(outputs * (grid.row_blocks * cycles - 1) + (outputs if module.bias is not None else 0)),
+            "add": float(outputs * (grid.row_blocks * cycles - 1) + (outputs if has_bias else 0)),
         }
     )
     in_bytes = math.ceil(chip.dac.bits / 8)
     activity.memory_bytes += batch * (grid.in_features * in_bytes + grid.out_features * format_bytes(energy))
+    # periphery: every tile column repeats the word-line pulses; registers clock on every cycle of every read
+    activity.tile_rows, activity.tile_cols = grid.rows, grid.cols
+    activity.row_pulses += float(dac_actions) * grid.col_blocks
+    clock_cycles = max(1, math.ceil(window * energy.clock_hz - 1e-9))
+    register_bits = grid.rows * chip.dac.bits + grid.cols * chip.adc.bits
+    activity.clocked_bits += float(batch * grid.tiles * cycles * clock_cycles * register_bits)
+    # partial sums of all row blocks but one go to a buffer and come back to be added
+    activity.psum_bytes += 2.0 * batch * grid.out_features * (grid.row_blocks - 1) * format_bytes(energy)
 
 
-def _count_digital_tile(activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int) -> None:
-    batch = x2d.shape[0]
-    macs = float(batch * module.in_features * module.out_features)
+def _count_digital_tile(
+    activity: Activity, module: TiledLinear, x2d: np.ndarray, value_bytes: int, read_weights: bool
+) -> None:
+    """A digital tiled layer (all groups) over input vectors x2d (n, in_features); ``read_weights``: the first
+    chunk of a call, which reads the weights from the buffer (reused for the rest of the call)."""
+    batch, n_in, n_out = x2d.shape[0], module.in_features, module.out_features
+    macs = float(batch * n_in * n_out // module.groups)
     weight_bits = module.digital_bits[0]
     weight_bytes = value_bytes if weight_bits is None else math.ceil(weight_bits / 8)
     activity.macs += macs
-    activity.add_digital({"mac": macs, "add": float(batch * module.out_features) if module.bias is not None else 0.0})
-    # weights read from the buffer once per call (reused across the batch), activations in and out
-    activity.memory_bytes += module.in_features * module.out_features * weight_bytes
-    activity.memory_bytes += batch * (module.in_features + module.out_features) * value_bytes
+    activity.add_digital({"mac": macs, "add": float(batch * n_out) if module.bias is not None else 0.0})
+    activity.memory_bytes += n_in * n_out // module.groups * weight_bytes if read_weights else 0
+    activity.memory_bytes += batch * (n_in + n_out) * value_bytes
 
 
 def _protocol_ops(name: str, module: nn.Module, inputs: tuple, output: object) -> dict[str, float]:
@@ -163,13 +183,16 @@ class ActivityCounter:
     def _hook(self, module: nn.Module, inputs: tuple, output: object) -> None:
         name = self._names[module]
         if isinstance(module, TiledLinear):
-            x = module._channels_last(inputs[0]) if isinstance(module, TiledConv1d) else inputs[0]
-            x2d = module._as_matrix(x).detach().numpy()
             activity = self._activity(module, module.placement)
-            if isinstance(module.tile, AnalogTiles):
-                _count_analog(activity, module, x2d)
-            else:
-                _count_digital_tile(activity, module, x2d, self.value_bytes)
+            activity.kind = module.kind()
+            chunks = module.tile_inputs(inputs[0].detach())  # one MVM per vector (per output position)
+            for c, chunk in enumerate(chunks):
+                if module.placement == "analog":
+                    for g, (tile, xg) in enumerate(zip(module.tiles, module.group_inputs(chunk), strict=True)):
+                        xg = np.ascontiguousarray(xg.numpy())
+                        _count_analog(activity, tile, xg, module.bias is not None, first_group=g == 0)
+                else:
+                    _count_digital_tile(activity, module, chunk.numpy(), self.value_bytes, read_weights=c == 0)
         else:
             if callable(getattr(module, "digital_ops", None)):
                 ops = _protocol_ops(name, module, inputs, output)

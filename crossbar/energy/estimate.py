@@ -11,23 +11,49 @@ from crossbar.config import ConfigError, EnergyConfig
 from crossbar.energy.breakdown import COMPONENTS, EnergyReport, LayerEnergy
 from crossbar.energy.constants import EnergyConstants
 from crossbar.energy.counting import DIGITAL_KEYS, Activity, ActivityCounter
-from crossbar.energy.laws import adc_conversion, array_read_energy, dac_energy, digital_prices
+from crossbar.energy.laws import (
+    adc_conversion,
+    adc_front_energy,
+    array_read_energy,
+    capacitive_read_energy,
+    column_charge_energy,
+    dac_energy,
+    digital_prices,
+    register_clock_energy,
+    row_drive_energy,
+)
 from crossbar.layers import TiledLinear
 
 
-def _price(activity: Activity, chip_energy: EnergyConfig, constants: EnergyConstants, batch: int) -> LayerEnergy:
+def _price(
+    activity: Activity, chip_energy: EnergyConfig, v_read: float, constants: EnergyConstants, batch: int
+) -> LayerEnergy:
     prices = digital_prices(chip_energy, constants)
     energy = dict.fromkeys(COMPONENTS, 0.0)
     seconds = 0.0
     if activity.vectors:
         adc_joules, adc_seconds = adc_conversion(activity.adc_bits, activity.window, chip_energy, constants)
-        energy["dac"] = activity.dac_actions * dac_energy(activity.dac_bits, chip_energy.node_nm, constants)
+        if activity.dac_bits > 1:  # an amplitude DAC; a 1-bit pulse is a line driver, priced under "drivers"
+            energy["dac"] = activity.dac_actions * dac_energy(activity.dac_bits, chip_energy.node_nm, constants)
         energy["adc"] = activity.adc_conversions * adc_joules
-        energy["array"] = array_read_energy(activity.array_energy, activity.array_charge, chip_energy)
+        if chip_energy.array_law == "capacitive":
+            energy["array"] = activity.adc_conversions * capacitive_read_energy(
+                activity.tile_rows, chip_energy, constants
+            )
+        else:
+            energy["array"] = array_read_energy(activity.array_energy, activity.array_charge, chip_energy)
+        energy["drivers"] = activity.row_pulses * row_drive_energy(
+            activity.tile_cols, chip_energy, constants
+        ) + activity.adc_conversions * column_charge_energy(activity.tile_rows, v_read, chip_energy, constants)
+        energy["adc_front"] = activity.adc_conversions * adc_front_energy(activity.adc_bits, chip_energy, constants)
+        if chip_energy.readout == "current":
+            energy["adc_front"] += constants.sense_mirror_ratio * chip_energy.vdd * activity.array_charge
+        energy["control"] = activity.clocked_bits * register_clock_energy(chip_energy, constants)
         # every tile of the layer works in parallel; each read waits for its window and its shared ADC
         seconds += activity.vectors * activity.cycles * max(activity.window, chip_energy.adc_share * adc_seconds)
     energy["digital"] = sum(activity.digital.get(key, 0.0) * prices[key] for key in DIGITAL_KEYS)
     energy["movement"] = activity.memory_bytes * prices["memory_bytes"]
+    energy["psum"] = activity.psum_bytes * prices["memory_bytes"]
     lane_ops = sum(activity.digital.get(k, 0.0) for k in ("add", "mul", "mac"))
     lane_ops += activity.digital.get("nonlinear", 0.0) * constants.nonlinear_mul_adds
     seconds += lane_ops / (chip_energy.digital_lanes * chip_energy.clock_hz)
@@ -75,5 +101,5 @@ def estimate(
     if not (isinstance(batch, int) and batch >= 1):
         raise ConfigError(f"batch_size: must be a positive integer (got {batch!r})")
     activities = ActivityCounter(analog_model, chip).run(inputs)
-    layers = [_price(a, chip.energy, constants, batch) for a in activities.values()]
+    layers = [_price(a, chip.energy, chip.mapping.v_read, constants, batch) for a in activities.values()]
     return EnergyReport(chip=chip.name, batch=batch, layers=layers, constants=constants.to_dict())

@@ -14,8 +14,9 @@ from crossbar.energy.constants import NEUROSIM_SAR_HP, EnergyConstants
 
 
 def dac_energy(bits: int, node_nm: float, constants: EnergyConstants) -> float:
-    """One conversion of a ``bits``-bit DAC (1 for a word-line pulse), J: ISAAC's 1-bit DAC times 2^(bits-1),
-    scaled linearly from 32 nm to ``node_nm``."""
+    """One conversion of a ``bits``-bit amplitude DAC, J: ISAAC's 1-bit DAC times 2^(bits-1), scaled linearly
+    from 32 nm to ``node_nm``. (A 1-bit pulse of the PWM and bit-serial encodings is a word-line driver:
+    ``row_drive_energy``.)"""
     return constants.dac_1bit * 2.0 ** (bits - 1) * node_nm / constants.dac_node_nm
 
 
@@ -86,3 +87,42 @@ def digital_prices(energy: EnergyConfig, constants: EnergyConstants) -> dict[str
 def format_bytes(energy: EnergyConfig) -> int:
     """Bytes per value in the chip's digital number format."""
     return {"int8": 1, "int32": 4, "fp16": 2, "fp32": 4}[energy.digital_format]
+
+
+def line_cap_per_cell(node_nm: float, constants: EnergyConstants) -> float:
+    """Capacitance one cell adds to a word or bit line, F: a cell pitch of wire plus its access transistor (gate
+    on the word line, drain on the bit line, both taken as ``access_width_features`` of gate capacitance)."""
+    wire = constants.feature_cap(node_nm, constants.cell_pitch_features, constants.wire_cap_per_m)
+    device = constants.feature_cap(node_nm, constants.access_width_features, constants.gate_cap_per_m)
+    return wire + device
+
+
+def row_drive_energy(cells: int, energy: EnergyConfig, constants: EnergyConstants) -> float:
+    """One word-line pulse across ``cells`` cells of one tile, J: the driver swings the line's capacitance
+    rail to rail, C_line vdd^2 (NeuroSim's and CiMLoop's row drivers: line capacitance from cells times
+    wire and device capacitance per cell)."""
+    return cells * line_cap_per_cell(energy.node_nm, constants) * energy.vdd**2
+
+
+def column_charge_energy(cells: int, v_read: float, energy: EnergyConfig, constants: EnergyConstants) -> float:
+    """Bringing one bit line of ``cells`` cells to the read voltage for one read, J: C_line v_read drawn from
+    vdd."""
+    return cells * line_cap_per_cell(energy.node_nm, constants) * v_read * energy.vdd
+
+
+def capacitive_read_energy(cells: int, energy: EnergyConfig, constants: EnergyConstants) -> float:
+    """One read of one column of a charge-domain array of ``cells`` cells, J: each cell's share of the line
+    capacitance plus its own capacitor (``energy.cell_capacitance``) charged to vdd (C vdd^2)."""
+    return cells * (line_cap_per_cell(energy.node_nm, constants) + energy.cell_capacitance) * energy.vdd**2
+
+
+def register_clock_energy(energy: EnergyConfig, constants: EnergyConstants) -> float:
+    """Clocking one register bit for one cycle, J: its clocked gate capacitance switched at vdd."""
+    width = constants.feature_cap(energy.node_nm, constants.dff_clock_width_features, constants.gate_cap_per_m)
+    return width * energy.vdd**2
+
+
+def adc_front_energy(bits: int, energy: EnergyConfig, constants: EnergyConstants) -> float:
+    """ADC front end and reference per conversion, J: ``adc_front_per_bit`` per resolved bit, scaled from
+    45 nm, 0.9 V to the chip's node and supply like the logic."""
+    return constants.adc_front_per_bit * bits * constants.logic_scale(energy.node_nm, energy.vdd)
