@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import statistics
@@ -39,9 +40,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from common import available_cores, configure_threads, machine_info, thread_pools, write_json_atomic
+from tile_engine_edges import markdown_table, run_edges
 
 TILE = 256
 BITS = 8
@@ -113,6 +116,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: ideal wires, as the aihwkit contender",
     )
     parser.add_argument("--no-aihwkit", action="store_true", help="skip the aihwkit contender")
+    parser.add_argument("--no-edges", action="store_true", help="skip the edge cases (tile_engine_edges.py)")
+    parser.add_argument("--edges-only", action="store_true", help="only the edge cases, not the n x n table")
+    parser.add_argument("--edge-n", type=int, help="layer size of the one-thread edge case (default 4096; quick 1024)")
+    parser.add_argument("--edge-batch", type=int, help="batch of the one-thread edge case (default 1024; quick 256)")
+    parser.add_argument("--no-s5", action="store_true", help="skip the S5 edge case (needs models/)")
+    parser.add_argument(
+        "--s5-sequences", type=int, help="held-out digit sequences in the S5 edge case (default 540; quick 128)"
+    )
+    parser.add_argument(
+        "--table", action="store_true", help="print the markdown table of the edge cases in --out and exit"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the simulator profile")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -126,6 +140,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.min_reps is None:
         args.min_reps = 2 if args.quick else 3
     args.max_reps = max(args.max_reps, args.min_reps)
+    if args.edge_n is None:
+        args.edge_n = 1024 if args.quick else 4096
+    if args.edge_batch is None:
+        args.edge_batch = 256 if args.quick else 1024
+    if args.s5_sequences is None:
+        args.s5_sequences = 128 if args.quick else 540
+    if args.edges_only and args.no_edges:
+        parser.error("--edges-only and --no-edges exclude each other")
     return args
 
 
@@ -189,16 +211,24 @@ class Contender:
     estimate: float = 0.0  # seconds per call, from warmup
     inner: int = 1  # calls per timed sample
     samples: list[float] = field(default_factory=list)  # seconds per call, one per round
+    cpu_samples: list[float] = field(default_factory=list)  # CPU seconds of the process per call, one per round
+
+    def add(self, sample: tuple[float, float]) -> None:
+        self.samples.append(sample[0])
+        self.cpu_samples.append(sample[1])
 
     def summary(self, rounds: list[int] | None = None) -> dict[str, Any]:
         chosen = self.samples if rounds is None else [self.samples[i] for i in rounds]
+        cpu = self.cpu_samples if rounds is None else [self.cpu_samples[i] for i in rounds]
         return {
             "median_s": statistics.median(chosen),
             "min_s": min(chosen),
             "max_s": max(chosen),
+            "cpu_median_s": statistics.median(cpu),
             "reps": len(chosen),
             "calls_per_sample": self.inner,
             "samples_s": self.samples,
+            "cpu_samples_s": self.cpu_samples,
         }
 
 
@@ -207,21 +237,23 @@ MIN_SAMPLE_S = 0.05  # cheap calls are repeated within one sample until it lasts
 QUIET_CORES = 0.25  # a round is "quiet" when other processes used less than this many cores during it
 
 
-def timed_sample(fn: Callable[[], Any], inner: int, settle: float, primer: bool) -> float:
-    """Seconds per call: settle, optionally one untimed call, then ``inner`` timed back-to-back calls."""
+def timed_sample(fn: Callable[[], Any], inner: int, settle: float, primer: bool) -> tuple[float, float]:
+    """Seconds per call, wall clock and CPU time of the process (all its threads): settle, optionally one
+    untimed call, then ``inner`` timed back-to-back calls. On a loaded machine the CPU time of a one-thread
+    call is what it costs; its wall time also counts the time slices other processes took."""
     if settle > 0:
         time.sleep(settle)
     if primer:
         fn()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - start) / inner
+    return (time.perf_counter() - start) / inner, (time.process_time() - cpu) / inner
 
 
 def warm_up(contender: Contender, settle: float) -> None:
     contender.fn()  # first call: JIT, buffer allocation, caches
-    contender.estimate = timed_sample(contender.fn, 1, settle, primer=False)
+    contender.estimate = timed_sample(contender.fn, 1, settle, primer=False)[0]
     contender.inner = max(1, min(50, math.ceil(MIN_SAMPLE_S / max(contender.estimate, 1e-6))))
 
 
@@ -260,7 +292,7 @@ def run_rounds(contenders: list[Contender], args: argparse.Namespace, quiet: Qui
         order = contenders[shift:] + contenders[:shift]
         for contender in order:
             primer = contender.estimate < PRIMER_LIMIT_S
-            contender.samples.append(timed_sample(contender.fn, contender.inner, args.settle, primer))
+            contender.add(timed_sample(contender.fn, contender.inner, args.settle, primer))
         load = quiet.monitor.stop()
         rounds.append({"order": [c.name for c in order], "waited_s": waited, "foreign_load_cores": load})
     return rounds
@@ -275,7 +307,7 @@ def measure(fn: Callable[[], Any], reps: int, settle: float, quiet: Quiet) -> di
         quiet.wait()
         quiet.monitor.start()
         primer = contender.estimate < PRIMER_LIMIT_S
-        contender.samples.append(timed_sample(fn, contender.inner, settle, primer))
+        contender.add(timed_sample(fn, contender.inner, settle, primer))
         loads.append(quiet.monitor.stop())
     return {**contender.summary(), "foreign_load_cores": loads}
 
@@ -384,7 +416,7 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
     blocks = np.empty((grid.row_blocks, batch, grid.rows), np.float32)
     scales = np.empty((batch, grid.row_blocks), np.float32)
     cells = record.cell_variance is not None
-    squares = np.empty((batch, grid.row_blocks * grid.rows), np.float32) if cells else np.zeros((0, 0), np.float32)
+    squares = np.empty((batch, grid.in_features), np.float32) if cells else np.zeros((0, 0), np.float32)
     out = np.empty((batch, grid.out_features), np.float32)
     product = np.empty_like(out)
     cell_var = np.zeros_like(out) if cells else np.zeros((0, 0), np.float32)
@@ -393,7 +425,7 @@ def sim_phases(tile: Any, x_np: Any, bias: Any) -> dict[str, Callable[[], Any]]:
         for r in range(grid.row_blocks):
             np.dot(blocks[r], record.block_weights[r], out=product)
         if cells:
-            np.dot(squares, record.cell_variance, out=cell_var)
+            np.dot(squares, record.cells, out=cell_var)
 
     def adc() -> None:
         for r in range(grid.row_blocks):
@@ -628,6 +660,9 @@ def run_case(linear: Any, models: dict[str, Any], batch: int, args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())["edges"]))
+        return 0
     threading = configure_threads(args.threads, args.omp_wait_policy)
 
     import torch
@@ -645,16 +680,23 @@ def main(argv: list[str] | None = None) -> int:
     profiles: list[dict[str, Any]] = []
     started = time.perf_counter()
     quiet = Quiet(LoadMonitor(), args.quiet_wait, args.quiet_budget)
-    for n in args.sizes:
+    for n in [] if args.edges_only else args.sizes:
         size_cases, build_s, profile = run_size(n, args, quiet)
         cases += size_cases
         builds[str(n)] = build_s
         if profile is not None:
             profiles.append(profile)
 
-    print_table(cases, names)
+    if cases:
+        print_table(cases, names)
     verdicts = evaluate_targets(cases)
     print_targets(verdicts)
+    edges = None
+    if not args.no_edges:
+        timing = SimpleNamespace(
+            Contender=Contender, run_rounds=run_rounds, QUIET=quiet, QUIET_CORES=QUIET_CORES, paired_ratio=paired_ratio
+        )
+        edges = run_edges(args, timing)
     info["thread_pools"] = thread_pools()
     with contextlib.suppress(OSError):
         info["loadavg_end"] = os.getloadavg()
@@ -701,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         "cases": cases,
         "targets": verdicts,
         "all_targets_pass": all(v["status"] == "PASS" for v in verdicts),
+        "edges": edges,
+        "all_edge_targets_pass": None if edges is None else all(v["status"] == "PASS" for v in edges["targets"]),
         "profile": profiles,
         "total_wall_s": time.perf_counter() - started,
     }

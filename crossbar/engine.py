@@ -1,18 +1,26 @@
-"""Runs one analog layer's tiles: DAC, one BLAS product per row block and task, ADC, noise and bias.
+"""Runs one analog layer's tiles: DAC, tile products, ADC, noise and bias, in one compiled call per task.
 
-The batch is cut into as many blocks of input vectors as there are threads (``torch.get_num_threads()``),
-each at least MIN_TASK_ROWS long. Each block is a task on its own thread: it converts its input vectors
-(``dac_kernel``), then, for every row block r, multiplies the word-line values with the
-cell weights of that row block's tiles by a single-threaded BLAS call (numpy's, which releases the GIL) and
-converts the result with the ADC kernel while it is still in cache; then it adds the noise and the bias.
-Single-threaded BLAS calls leave no BLAS worker threads spinning after a call, which would take the cores
-from the kernels that follow (and from the rest of the model: a threaded numpy BLAS here made a Mamba LM
-3x slower). A batch too small to share runs as one task, with torch's threaded BLAS for all row blocks at
-once, as the rest of a torch model does.
-The same seed and thread count give the same bits. Another thread count cuts the products differently, so
-the BLAS may round a tile output differently in its last bit; where that crosses an ADC decision level the
-output moves by one ADC step (a few outputs in 10^4 to 10^5). The noise draws are keyed by the element's
-position and never depend on the cut.
+A forward is one or more tasks, each a single call of ``layer_task_kernel`` (numba, no GIL) that converts its
+input vectors (``dac_kernel``), multiplies the word-line values with each row block's cell weights and converts
+the result with the ADC (``adc_accumulate_kernel``) while it is still in cache, then adds the noise and the
+bias (``noise_bias_kernel``); no (row blocks x batch x columns) product is ever held in memory. The per-call
+work in Python is a few lines: the record (``TileRecord``) holds everything else, prepared at programming time.
+
+Products: a batch of at most LOOP_ROWS vectors (latency, token by token) or of at most SMALL_PRODUCTS
+multiply-adds (narrow layers) is multiplied by loops that read each weight once for all its vectors, as a
+matrix-vector product does; any other by one single-threaded BLAS call per row block (numba's, that is scipy's
+OpenBLAS, held to one thread by ``one_blas_thread``): single-threaded BLAS calls leave no BLAS worker threads
+spinning after a call, which would take the cores from the kernels that follow (and from the rest of the
+model: a threaded BLAS here made a Mamba LM 3x slower). Tasks: with one thread, one task. With
+T = ``torch.get_num_threads()`` > 1, a BLAS batch is cut into up to T blocks of at least MIN_TASK_ROWS input
+vectors, a loop batch with enough work into T ranges of output columns; the calling thread runs one task, a
+pool the others.
+
+The same seed and thread count give the same bits. Another thread count may cut the BLAS products differently,
+so the BLAS may round a tile output differently in its last bit; where that crosses an ADC decision level the
+output moves by one ADC step (a few outputs in 10^4 to 10^5), and with per-cell read noise the rounding of
+the variance product moves the noise by a few float32 ulps. The loops of small batches sum in one fixed order
+whatever the cut. The noise draws are keyed by the element's position and never depend on the cut.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401 (the BLAS numba's np.dot calls: loaded before its thread count is found)
 import torch
 from threadpoolctl import ThreadpoolController
 
@@ -38,9 +47,9 @@ if TYPE_CHECKING:
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
 _EMPTY2 = np.zeros((0, 0), dtype=np.float32)
-# The fewest input vectors a task gets: below it the products are too small (or, for a few vectors, bound by
-# reading the weights) for a second single-threaded task to pay off; the layer then runs as one task.
-MIN_TASK_ROWS = 64
+# The fewest input vectors a task of a batch split gets: below it the products are too small (or, for a few
+# vectors, bound by reading the weights) for a second single-threaded task to pay off.
+MIN_TASK_ROWS = 16
 
 _lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (threads it serves, the pool)
@@ -143,8 +152,8 @@ def dac_kernel(
     (B, R) float32, written with the input scale s of each vector's slice for each row block
     (``fixed_scale`` if > 0, else its max|x|, or 1 for an all-zero slice: each tile's DAC uses its full range,
     as aihwkit's ABS_MAX noise management per tile). out = code(x; s) / L, so that x ~= s * out;
-    ``n_levels`` = 0 gives out = x / s without rounding. volts_squared: (B, R * rows), to receive (s * out)^2,
-    the squared converted inputs, row block after row block (zero on unused word lines), or (0, 0) to skip.
+    ``n_levels`` = 0 gives out = x / s without rounding. volts_squared: (B, n), to receive (s * out)^2, the
+    squared converted inputs, or (0, 0) to skip.
     One thread, no GIL: ``crossbar.engine`` converts parts of a batch on several threads.
     """
     batch, width = x.shape
@@ -181,8 +190,8 @@ def dac_kernel(
                 for i in range(used):
                     line[i] = min(max(np.rint(values[i] * to_code), -lv), lv) * step
             if want_squares:
-                squared = volts_squared[b, r * block : (r + 1) * block]
-                for i in range(block):
+                squared = volts_squared[b, start:stop]
+                for i in range(used):
                     v = s * line[i]
                     squared[i] = v * v
     return bad
@@ -282,12 +291,14 @@ class TileRecord:
 
     Normalised units (weights and inputs in [-1, 1], outputs in cell currents):
     ``grid``: the layer's tile grid (R row blocks of ``rows`` word lines, N = out_features columns);
-    ``block_weights`` (R, rows, N) float32: effective weights, padding rows zero;
+    ``block_weights`` (R, rows, N) float32, C-contiguous: effective weights, padding rows zero;
     ``dac_levels``, ``adc_levels``: levels per sign (``crossbar.periphery.levels``; 0: no quantization);
     ``dac_range``: the fixed DAC full scale, or -1 for a per-vector (dynamic) range;
     ``to_code``, ``from_code`` (R, N) float32: the ADC constants L / f and d f / L of every tile column
     (see ``adc_accumulate_kernel``); ``noise_scale`` (R, N) float32 or (0, 0): the output
     read-noise std in weight units; ``cell_variance`` (R * rows, N) float32 or None: per-cell read-noise variance.
+    Derived once here, not per forward: ``cells``, the first ``in_features`` rows of ``cell_variance`` (or
+    (0, 0)), and ``products``, the multiply-adds of one input vector (in_features x N).
     """
 
     grid: TileGrid
@@ -299,16 +310,136 @@ class TileRecord:
     from_code: np.ndarray
     noise_scale: np.ndarray
     cell_variance: np.ndarray | None
+    cells: np.ndarray = field(init=False, repr=False)
+    products: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n_in = self.grid.in_features
+        cells = _EMPTY2 if self.cell_variance is None else np.ascontiguousarray(self.cell_variance[:n_in])
+        object.__setattr__(self, "cells", cells)
+        object.__setattr__(self, "products", n_in * self.grid.out_features)
 
 
 def convert_inputs(
     tiles: TileRecord, x: np.ndarray, blocks: np.ndarray, scales: np.ndarray, volts_squared: np.ndarray
 ) -> None:
     """DAC of x (m, in) float32 into views of the word-line values blocks (R, m, rows), input scales (m, R)
-    and, unless empty, the squared inputs (m, R * rows); a NaN or an infinity raises ValueError."""
+    and, unless empty, the squared inputs (m, in); a NaN or an infinity raises ValueError."""
     x = np.ascontiguousarray(x, dtype=np.float32)  # the kernel reads the bit patterns of x's rows
     if dac_kernel(x, tiles.dac_levels, tiles.dac_range, blocks, scales, volts_squared):
-        raise ValueError("analog layer: input contains NaN or inf; the DAC cannot convert it")
+        raise ValueError(_NOT_FINITE)
+
+
+_NOT_FINITE = "analog layer: input contains NaN or inf; the DAC cannot convert it"
+# A batch of at most LOOP_ROWS vectors, or of at most SMALL_PRODUCTS multiply-adds, is multiplied by loops over
+# the weights (each weight row read once for all vectors, as a matrix-vector product is; no BLAS call and its
+# thread setting to pay for); anything else goes through BLAS.
+LOOP_ROWS = 8
+SMALL_PRODUCTS = 1 << 18
+# A loop batch is cut by output columns into tasks when it has at least this many multiply-adds (a thread
+# hand-off costs tens of microseconds).
+COLUMN_SPLIT_PRODUCTS = 1 << 19
+
+
+@numba.njit(nogil=True, cache=True)
+def rows_times_matrix(values: np.ndarray, matrix: np.ndarray, k: int, c0: int, c1: int, out: np.ndarray) -> None:
+    """out (m, c1 - c0) = values[:, :k] @ matrix[:k, c0:c1] for a few vectors (values (m, >= k), matrix
+    (>= k, N), float32), each element summed over i = 0 .. k - 1 in order, in float32, one row of the matrix
+    read once for all m vectors, four rows per pass over out (the same sums, a quarter of the loads and
+    stores); rows whose values are all zero are skipped (adding +-0 leaves such a sum unchanged)."""
+    m, width = out.shape
+    out[:] = 0.0
+    i = 0
+    while i + 4 <= k:
+        r0, r1, r2, r3 = matrix[i, c0:c1], matrix[i + 1, c0:c1], matrix[i + 2, c0:c1], matrix[i + 3, c0:c1]
+        for b in range(m):
+            v0, v1, v2, v3 = values[b, i], values[b, i + 1], values[b, i + 2], values[b, i + 3]
+            if v0 == 0.0 and v1 == 0.0 and v2 == 0.0 and v3 == 0.0:
+                continue
+            total = out[b]
+            for j in range(width):
+                total[j] = (((total[j] + v0 * r0[j]) + v1 * r1[j]) + v2 * r2[j]) + v3 * r3[j]
+        i += 4
+    for last in range(i, k):
+        row = matrix[last, c0:c1]
+        for b in range(m):
+            v = values[b, last]
+            if v != 0.0:
+                total = out[b]
+                for j in range(width):
+                    total[j] += v * row[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def layer_task_kernel(
+    x: np.ndarray,
+    weights: np.ndarray,
+    to_code: np.ndarray,
+    from_code: np.ndarray,
+    noise_scale: np.ndarray,
+    cells: np.ndarray,
+    bias: np.ndarray,
+    dac_levels: int,
+    dac_range: float,
+    adc_levels: int,
+    noise_key: np.uint64,
+    loops: bool,
+    b0: int,
+    c0: int,
+    c1: int,
+    out: np.ndarray,
+) -> int:
+    """One task of a forward: output columns c0:c1 of input vectors x (m, in) float32 (rows b0 .. b0 + m of
+    the batch), DAC, tile products, ADC, noise and bias in one call, into out (m, N); returns the number of
+    slices holding a NaN or an infinity (then out is not written).
+
+    With ``loops`` the products are loops (``rows_times_matrix``), any column range; else one BLAS product
+    per row block (np.dot: numba's BLAS, one call per block of the whole width, c0 = 0 and c1 = N), each
+    converted by the ADC while in cache; with per-cell noise (cells (in, N), else (0, 0)), one more product of
+    the squared inputs with the cell variances. The arrays are those of ``TileRecord``; the noise is keyed by
+    the element's position, so any cut of the output gets the same draws. One thread, no GIL.
+    """
+    m, n_in = x.shape
+    n_blocks, block, _ = weights.shape
+    width = c1 - c0
+    with_cells = cells.shape[0] > 0
+    lines = np.empty((n_blocks, m, block if n_blocks > 1 else n_in), dtype=np.float32)  # one block: no padding
+    scales = np.empty((m, n_blocks), dtype=np.float32)
+    squares = np.empty((m, n_in) if with_cells else (0, 0), dtype=np.float32)
+    bad = dac_kernel(x, dac_levels, dac_range, lines, scales, squares)
+    if bad:
+        return bad
+    acc = np.empty((m, width), dtype=np.float32)  # contiguous, so that the loops over columns vectorise
+    product = np.zeros((m, width), dtype=np.float32)
+    variance = np.zeros((m, width) if with_cells else (0, 0), dtype=np.float32)
+    for r in range(n_blocks):
+        used = min(block, n_in - r * block)
+        if loops:
+            rows_times_matrix(lines[r], weights[r], used, c0, c1, product)
+        elif used == lines.shape[2]:
+            np.dot(lines[r], weights[r, :used], product)
+        else:  # the last row block, short: its used word lines, contiguous (row copies, fast where
+            short = np.empty((m, used), dtype=np.float32)  # numba's ascontiguousarray is not)
+            for b in range(m):
+                short[b] = lines[r, b, :used]
+            np.dot(short, weights[r, :used], product)
+        adc_accumulate_kernel(product, to_code[r, c0:c1], from_code[r, c0:c1], adc_levels, scales[:, r], acc, r == 0)
+    if with_cells:
+        if loops:
+            rows_times_matrix(squares, cells, n_in, c0, c1, variance)
+        else:
+            np.dot(squares, cells, variance)
+    noise = np.ascontiguousarray(noise_scale[:, c0:c1])
+    noise_bias_kernel(acc, scales, noise, variance, noise_key, b0, c0, bias[c0:c1])
+    for b in range(m):  # row by row: numba copies a 2-D strided slice element by element
+        out[b, c0:c1] = acc[b]
+    return 0
+
+
+def column_split(width: int, parts: int) -> list[tuple[int, int]]:
+    """Cut ``width`` output columns into at most ``parts`` near-equal ranges, edges on multiples of 16."""
+    edges = sorted({min(width, 16 * round(width * k / parts / 16)) for k in range(parts + 1)} | {0, width})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.uint64) -> np.ndarray:
@@ -318,52 +449,38 @@ def run_tiles(tiles: TileRecord, x: np.ndarray, bias: np.ndarray, noise_key: np.
     over all rows at once. With y_rb the tile outputs of row block r for vector b and z the draws of ``noise_key``:
 
         out[b, j] = sum_r s_br from_code_rj code(y_rbj) + sqrt(sum_r (s_br n_rj)^2 + cell_var_bj) z_bj + bias_j
+
+    Tasks (``layer_task_kernel``, one per thread, ``torch.get_num_threads()``): blocks of at least
+    MIN_TASK_ROWS input vectors (``split``) for BLAS products; for products by loops (at most LOOP_ROWS vectors
+    or SMALL_PRODUCTS multiply-adds: the choice depends on the batch, never on the threads), ranges of output
+    columns when there is enough work; anything else is one task on the calling thread.
     """
-    grid = tiles.grid
-    batch, width = x.shape[0], grid.out_features
-    weights, noise_scale, cell_variance = tiles.block_weights, tiles.noise_scale, tiles.cell_variance
-    n_levels = tiles.adc_levels
-    with_cells = cell_variance is not None
-    blocks = np.empty((grid.row_blocks, batch, grid.rows), dtype=np.float32)
-    scales = np.empty((batch, grid.row_blocks), dtype=np.float32)
-    volts_squared = np.empty((batch, grid.row_blocks * grid.rows), dtype=np.float32) if with_cells else _EMPTY2
+    batch, width = x.shape[0], tiles.grid.out_features
+    x = np.ascontiguousarray(x, dtype=np.float32)  # the DAC reads the bit patterns of x's rows
     out = np.empty((batch, width), dtype=np.float32)
-    n_in = grid.in_features
-    used = [min(grid.rows, n_in - r * grid.rows) for r in range(grid.row_blocks)]  # word lines per row block
-    parts = split(batch, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    args = (tiles.block_weights, tiles.to_code, tiles.from_code, tiles.noise_scale, tiles.cells, bias)
+    loops = batch <= LOOP_ROWS or batch * tiles.products <= SMALL_PRODUCTS
+    args += (tiles.dac_levels, tiles.dac_range, tiles.adc_levels, noise_key, loops)
+    if loops:  # no BLAS: cut by columns when there is enough work
+        if threads == 1 or batch * tiles.products < COLUMN_SPLIT_PRODUCTS:
+            if layer_task_kernel(x, *args, 0, 0, width, out):
+                raise ValueError(_NOT_FINITE)
+            return out
+        tasks = [(x, out, 0, c0, c1) for c0, c1 in column_split(width, threads)]
+    else:
+        tasks = [(x[rows], out[rows], rows.start, 0, width) for rows in split(batch, threads)]
 
-    def task(rows: slice, products: np.ndarray | None = None, cell_products: np.ndarray | None = None) -> None:
-        """Input vectors ``rows`` of the output; ``products`` (R, B, N) and ``cell_products`` (B, N): all tile
-        outputs and per-cell variances, when computed beforehand."""
-        if products is None:
-            squares = volts_squared[rows] if with_cells else _EMPTY2
-            convert_inputs(tiles, x[rows], blocks[:, rows], scales[rows], squares)
-        acc = out[rows]
-        scratch = np.empty(acc.shape, dtype=np.float32) if products is None else _EMPTY2
-        for r in range(grid.row_blocks):
-            if products is None:  # the used word lines only (the last row block may be short)
-                product = np.dot(blocks[r, rows, : used[r]], weights[r, : used[r]], out=scratch)
-            else:
-                product = products[r]
-            adc_accumulate_kernel(product, tiles.to_code[r], tiles.from_code[r], n_levels, scales[rows, r], acc, r == 0)
-        if cell_products is None and with_cells:
-            cell_products = np.dot(volts_squared[rows, :n_in], cell_variance[:n_in])
-        cell = _EMPTY2 if cell_products is None else cell_products
-        noise_bias_kernel(acc, scales[rows], noise_scale, cell, noise_key, rows.start, 0, bias)
+    def task(x_part: np.ndarray, out_part: np.ndarray, b0: int, c0: int, c1: int) -> int:
+        return layer_task_kernel(x_part, *args, b0, c0, c1, out_part)
 
-    if len(parts) == 1:  # too little work to share: torch's BLAS computes all row blocks at once, threaded
-        convert_inputs(tiles, x, blocks, scales, volts_squared)
-        products = torch.bmm(torch.from_numpy(blocks), torch.from_numpy(weights)).numpy()
-        cells = (
-            torch.from_numpy(volts_squared[:, :n_in]) @ torch.from_numpy(cell_variance[:n_in]) if with_cells else None
-        )
-        task(parts[0], products, None if cells is None else cells.numpy())
-        return out
-    with one_blas_thread():
-        pending = [_workers(len(parts)).submit(task, part) for part in parts[1:]]
+    with contextlib.nullcontext() if loops else one_blas_thread():
+        pending = [_workers(len(tasks)).submit(task, *t) for t in tasks[1:]]
+        bad = 0
         try:
-            task(parts[0])
+            bad = task(*tasks[0])
         finally:
-            for future in pending:
-                future.result()
+            bad += sum(future.result() for future in pending)
+    if bad:
+        raise ValueError(_NOT_FINITE)
     return out

@@ -24,6 +24,7 @@ import torch
 from crossbar import device, irdrop
 from crossbar.config import ChipConfig, ConfigError, MappingConfig, TileConfig
 from crossbar.engine import TileRecord, convert_inputs, run_tiles
+from crossbar.gaussian import call_key
 from crossbar.periphery import levels, quantize_reference
 
 _EMPTY1 = np.zeros(0, dtype=np.float32)
@@ -146,6 +147,7 @@ class AnalogTiles:
         self._program(weight.T)
         self._periphery_constants()
         self._calls = 0
+        self._bias_view: tuple[torch.Tensor, int, np.ndarray] | None = None
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
         """Program the layer part by part (``_parts``), each from the next draws of one seeded stream, and
@@ -275,11 +277,11 @@ class AnalogTiles:
 
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
-        rows; input scales s (B, R); (s code / L)^2 as (B, R * rows), or empty."""
+        rows; input scales s (B, R); (s code / L)^2 as (B, in), or empty."""
         grid = self.grid
         blocks = np.empty((grid.row_blocks, x.shape[0], grid.rows), dtype=np.float32)
         scales = np.empty((x.shape[0], grid.row_blocks), dtype=np.float32)
-        volts_squared = np.empty((x.shape[0], grid.row_blocks * grid.rows), dtype=np.float32) if squares else _EMPTY2
+        volts_squared = np.empty((x.shape[0], grid.in_features), dtype=np.float32) if squares else _EMPTY2
         convert_inputs(self.record, x, blocks, scales, volts_squared)
         return blocks, scales, volts_squared
 
@@ -322,9 +324,19 @@ class AnalogTiles:
                 "crossbar.compile(model, chip, calibration_inputs=...)"
             )
         self._calls += 1
-        noise_key = np.random.SeedSequence([self.seed, self._calls]).generate_state(1, np.uint64)[0]
-        out = run_tiles(self.record, x.detach().numpy(), _EMPTY1 if bias is None else bias.detach().numpy(), noise_key)
-        return torch.from_numpy(out)
+        noise_key = call_key(self.seed, self._calls)
+        x_np = (x.detach() if x.requires_grad else x).numpy()
+        return torch.from_numpy(run_tiles(self.record, x_np, self._bias_array(bias), noise_key))
+
+    def _bias_array(self, bias: torch.Tensor | None) -> np.ndarray:
+        """A numpy view of the bias (N,) float32, or (0,): kept while it is the same tensor on the same memory
+        (an in-place update shows through the view), since making one costs more than a narrow layer's kernel."""
+        if bias is None:
+            return _EMPTY1
+        cached = self._bias_view
+        if cached is None or cached[0] is not bias or cached[1] != bias.data_ptr():
+            self._bias_view = cached = (bias, bias.data_ptr(), bias.detach().numpy())
+        return cached[2]
 
 
 def _row_blocks(tiled: np.ndarray, grid: TileGrid) -> np.ndarray:
