@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--reference", default="tile", choices=("tile", "layer"), help="additive: max |w| of")
     sens.add_argument("--chip", default="default", help="chip (tile size; the device for --noise device)")
     sens.add_argument("--t-inference", type=float, help="--noise device: drift time in s (default: the chip's)")
-    sens.add_argument("--by", default="layer", choices=("layer", "block"))
+    sens.add_argument("--by", default="layer", choices=("layer", "block", "type"))
     sens.add_argument("--seeds", type=int, default=3, help="noise seeds 0..N-1 (mean and std)")
     sens.add_argument("--hpd", nargs="+", help="analyse with these layers split by HPD (e.g. blocks.-1.mixer.out_proj)")
     sens.add_argument("--budget", type=int, help="also print the digital placement for this many MACs per vector")

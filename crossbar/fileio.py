@@ -10,19 +10,22 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from crossbar.errors import ConfigError
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or a sequence of byte chunks written one after another, with no joined copy) to
+    ``path`` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in (data,) if isinstance(data, bytes | memoryview) else data:
+                handle.write(chunk)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions

@@ -157,6 +157,12 @@ class TiledLinear(nn.Module):
         if self.weight._version != self._programmed.version:
             self.program()
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (``crossbar.load``): the tiles come programmed for the weights they were saved with, so the
+        parameters' fresh version counters must not trigger a reprogramming."""
+        super().__setstate__(state)
+        self._programmed.version = self.weight._version
+
     # ---------------------------------------------------------------------------------------- the products
     def _check_input(self, x: torch.Tensor) -> None:
         """A clear error for an input the tiles cannot take: not a tensor, not on the CPU, not a float dtype."""

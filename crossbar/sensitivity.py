@@ -28,7 +28,7 @@ from crossbar import progress as progress_bars
 from crossbar.config import ConfigError
 from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
 
-GROUPINGS = ("layer", "block")
+GROUPINGS = ("layer", "block", "type")
 Loss = Callable[[nn.Module], float]
 
 
@@ -39,14 +39,20 @@ def layer_macs(model: nn.Module, name: str) -> int:
 
 
 def groups(model: nn.Module, by: str = "layer") -> dict[str, list[str]]:
-    """The units of the analysis: each analog layer (``by="layer"``), or the layers of each block of a
-    ModuleList (``by="block"``: ``blocks.3.*`` form ``blocks.3``; layers outside any list stay alone)."""
+    """The units of the analysis: each analog layer (``by="layer"``), the layers of each block of a
+    ModuleList (``by="block"``: ``blocks.3.*`` form ``blocks.3``; layers outside any list stay alone), or the
+    layers of one type across blocks (``by="type"``: the name with block indices as ``*``, so
+    ``layers.0.self_attn.q_proj`` and ``layers.1.self_attn.q_proj`` form ``layers.*.self_attn.q_proj``)."""
     if by not in GROUPINGS:
         raise ConfigError(f"sensitivity: by must be one of {', '.join(GROUPINGS)} (got {by!r})")
     layers = analog_layers(model)
     if by == "layer":
         return {name: [name] for name in layers}
     result: dict[str, list[str]] = {}
+    if by == "type":
+        for name in layers:
+            result.setdefault(re.sub(r"\.\d+(?=\.|$)", ".*", name), []).append(name)
+        return result
     for name in layers:
         match = re.match(r"^(.*?\.\d+)(\.|$)", name)
         result.setdefault(match.group(1) if match else name, []).append(name)

@@ -41,6 +41,15 @@ def _char_lm(name: str) -> Callable[[], nn.Module]:
     return load
 
 
+def _pretrained_lm(name: str) -> Callable[[], nn.Module]:
+    def load() -> nn.Module:
+        from models.llm import load
+
+        return load(name)
+
+    return load
+
+
 def _digits_ssm(name: str) -> Callable[[], nn.Module]:
     def load() -> nn.Module:
         from models.ssm_digits import load
@@ -56,8 +65,10 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "gated-conv-lm": (_gated_conv_lm, "tiny-shakespeare"),
     **{name: (_digits_ssm(name), "sequential-digits") for name in ("s4d", "s4-ptd", "dss", "s5", "s5-ptd")},
     **{name: (_char_lm(name), "tiny-shakespeare") for name in SHIPPED_LMS},
+    # a pretrained LM from an optional package (the llm extra; models/llm.py): loaded, not shipped
+    "smollm2-135m": (_pretrained_lm("smollm2-135m"), "wikitext-2"),
 }
-DATASETS = ("digits", "sequential-digits", "tiny-shakespeare")
+DATASETS = ("digits", "sequential-digits", "tiny-shakespeare", "wikitext-2")
 
 
 def load_model(name: str) -> nn.Module:
@@ -78,7 +89,8 @@ def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Te
     ``"digits"``: the demo's 30 % test split, x (540, 64) float, y (540,) int64; ``"sequential-digits"``: the
     same read pixel by pixel, x (540, 64, 1). ``"tiny-shakespeare"``: the
     first ``tokens // length`` consecutive windows of ``length`` characters of the held-out text, x and y
-    (windows, length) int64, y the next characters (deterministic: no sampling).
+    (windows, length) int64, y the next characters (deterministic: no sampling). ``"wikitext-2"``: the same
+    windows of WikiText-2 test tokens, cut by SmolLM2's tokenizer (the llm extra).
     """
     if name == "digits":
         from models.data import digits_split
@@ -93,14 +105,23 @@ def held_out(name: str, tokens: int = 8192, length: int = 128) -> tuple[torch.Te
     if name == "tiny-shakespeare":
         from models.data import tiny_shakespeare
 
-        ids = tiny_shakespeare().valid
-        count = min(tokens // length, (len(ids) - 1) // length)
-        if count < 1:
-            raise ConfigError(f"held-out data: tokens ({tokens}) must be at least the window length ({length})")
-        x = ids[: count * length].reshape(count, length)
-        y = ids[1 : count * length + 1].reshape(count, length)
-        return x, y
+        return _windows(tiny_shakespeare().valid, tokens, length)
+    if name == "wikitext-2":
+        from models.llm import load_tokenizer
+        from models.llm_eval import wikitext2_ids
+
+        return _windows(wikitext2_ids(load_tokenizer("smollm2-135m"), tokens=tokens + 1), tokens, length)
     return _from_file(name)
+
+
+def _windows(ids: torch.Tensor, tokens: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``tokens // length`` consecutive (input, next-token target) windows of ``length`` of ``ids``."""
+    count = min(tokens // length, (len(ids) - 1) // length)
+    if count < 1:
+        raise ConfigError(f"held-out data: tokens ({tokens}) must be at least the window length ({length})")
+    x = ids[: count * length].reshape(count, length)
+    y = ids[1 : count * length + 1].reshape(count, length)
+    return x, y
 
 
 def _from_file(path: str) -> tuple[torch.Tensor, torch.Tensor]:

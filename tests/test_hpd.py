@@ -215,6 +215,10 @@ def test_sensitivity_ranks_the_fragile_layer_and_block_first():
     by_block = sensitivity.analyse(model, loss, noise, seeds=range(2), by="block")
     assert [r.name for r in by_block.rows][0] == "blocks.1"
     assert sorted(r.name for r in by_block.rows) == ["blocks.0", "blocks.1", "blocks.2", "decoder"]
+    by_type = sensitivity.analyse(model, loss, noise, seeds=range(2), by="type")
+    assert by_type.rows[0].name == "blocks.*.mixer.in_proj"  # noise on every block's in_proj holds the fragile one
+    assert sorted(r.name for r in by_type.rows) == ["blocks.*.mixer.in_proj", "blocks.*.mixer.out_proj", "decoder"]
+    assert by_type.rows[0].layers == [f"blocks.{b}.mixer.in_proj" for b in range(3)]
     assert "blocks.1.mixer.in_proj" in str(by_layer)
     assert sensitivity.Sensitivity.from_dict(by_layer.to_dict()) == by_layer
     assert sensitivity.place_digital(by_layer, 16 * 32) == ["blocks.1.mixer.in_proj"]

