@@ -114,17 +114,11 @@ class TiledConv(TiledLinear):
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         """Checked, batched, float32 and padded input."""
-        n = self.geometry.dims
-        if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__}: expects input (batch, {self.in_channels} channels, {n} spatial dims) "
-                f"or unbatched, got shape {tuple(x.shape)}"
-            )
-        x = x.to(torch.float32)
-        padded = self.geometry.pad_input(x if x.dim() == n + 2 else x.unsqueeze(0))
+        padded = self.geometry.pad_input(_batched_float32(self, x))
         if min(self.geometry.output_size(tuple(padded.shape[2:]))) < 1:
             raise ValueError(
-                f"{type(self).__name__}: input of spatial size {tuple(x.shape[-n:])} is smaller than the kernel "
+                f"{type(self).__name__}: input of spatial size {tuple(x.shape[-self.geometry.dims :])} is smaller "
+                "than the kernel "
                 f"{self.geometry.kernel} (dilation {self.geometry.dilation}, after padding)"
             )
         return padded
@@ -221,14 +215,7 @@ class TiledConvTranspose(TiledLinear):
         return f"ConvTranspose{self.geometry.dims}d {self.geometry.describe()}"
 
     def _checked(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.geometry.dims
-        if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__}: expects input (batch, {self.in_channels} channels, {n} spatial dims) "
-                f"or unbatched, got shape {tuple(x.shape)}"
-            )
-        x = x.to(torch.float32)
-        return x if x.dim() == n + 2 else x.unsqueeze(0)
+        return _batched_float32(self, x)
 
     def _chunks(self, x: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
         positions = math.prod(x.shape[2:])
@@ -290,3 +277,16 @@ def is_depthwise(module: nn.Module) -> bool:
 def conv_class(module: nn.Module) -> type[TiledConv]:
     """The tiled class of a convolution (its nearest torch base class)."""
     return next(_TILED[cls] for cls in type(module).__mro__ if cls in _TILED)
+
+
+def _batched_float32(layer: TiledLinear, x: torch.Tensor) -> torch.Tensor:
+    """A convolution's input x (batch, channels, *spatial) or unbatched (channels, *spatial), checked against
+    ``layer`` (its ``geometry.dims`` and ``in_channels``), as float32 with a batch axis."""
+    n = layer.geometry.dims
+    if x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != layer.in_channels:
+        raise ValueError(
+            f"{type(layer).__name__}: expects input (batch, {layer.in_channels} channels, {n} spatial dims) "
+            f"or unbatched, got shape {tuple(x.shape)}"
+        )
+    x = x.to(torch.float32)
+    return x if x.dim() == n + 2 else x.unsqueeze(0)
