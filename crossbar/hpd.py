@@ -121,12 +121,22 @@ def resolve_name(model: nn.Module, name: str) -> str:
     return ".".join(parts)
 
 
+# Names of a block's output projection: Mamba's and torch's ``out_proj``, Llama's (Hugging Face) ``o_proj``.
+OUTPUT_PROJECTIONS = ("out_proj", "o_proj")
+
+
 def default_layer(model: nn.Module) -> str:
-    """The layer HPD takes by default: the last ``nn.Linear`` named ``*out_proj`` (the last block's output
-    projection in the models of ``models/``)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] == "out_proj"]
+    """The layer HPD takes by default: the last ``nn.Linear`` named like an output projection
+    (``OUTPUT_PROJECTIONS``: the last block's output projection in the models of ``models/`` and in Hugging Face
+    Llama models)."""
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in OUTPUT_PROJECTIONS
+    ]
     if not names:
-        raise ConfigError("hpd='auto': the model has no nn.Linear named '*out_proj'; name the layers, hpd=['...']")
+        raise ConfigError(
+            f"hpd='auto': the model has no nn.Linear named {' or '.join(f'*{n}' for n in OUTPUT_PROJECTIONS)}; "
+            "name the layers, hpd=['...']"
+        )
     return names[-1]
 
 

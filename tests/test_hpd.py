@@ -279,3 +279,24 @@ def test_shipped_stand_in_lm_and_its_held_out_text():
     compiled = crossbar.compile(model, "ideal", hpd="auto")  # its depthwise convolutions stay digital
     assert crossbar.report(compiled).hpd[0].name == "blocks.3.mixer.out_proj"
     torch.testing.assert_close(compiled(inputs[:2]), model(inputs[:2]), atol=1e-4, rtol=0)
+
+
+def test_auto_takes_the_last_output_projection_of_a_llama_style_model():
+    """Hugging Face Llama names a block's output projection ``o_proj``: hpd="auto" takes the last one, and on the
+    ideal chip the split layer still computes the float layer (an independent float reference)."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.o_proj, self.down_proj = nn.Linear(12, 12, bias=False), nn.Linear(12, 12, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.down_proj(torch.relu(self.o_proj(x)))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(), Block()).eval()
+    assert hpd.default_layer(model) == "1.o_proj"
+    compiled = crossbar.compile(model, "ideal", hpd="auto")
+    assert isinstance(compiled[1].o_proj, hpd.HPDLinear) and not isinstance(compiled[0].o_proj, hpd.HPDLinear)
+    x = torch.randn(5, 12)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
