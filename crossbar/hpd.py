@@ -129,9 +129,7 @@ def default_layer(model: nn.Module) -> str:
     """The layer HPD takes by default: the last ``nn.Linear`` named like an output projection
     (``OUTPUT_PROJECTIONS``: the last block's output projection in the models of ``models/`` and in Hugging Face
     Llama models)."""
-    names = [
-        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in OUTPUT_PROJECTIONS
-    ]
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in OUTPUT_PROJECTIONS]
     if not names:
         raise ConfigError(
             f"hpd='auto': the model has no nn.Linear named {' or '.join(f'*{n}' for n in OUTPUT_PROJECTIONS)}; "
