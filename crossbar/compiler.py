@@ -432,8 +432,8 @@ def compile(  # noqa: A001 (the name users expect: crossbar.compile)
 
 def _copy_sharing_mapped_weights(model: nn.Module) -> nn.Module:
     """``copy.deepcopy(model)``, except the parameters that only one mapped layer holds (a layer that occurs
-    once): those stay shared with ``model`` until ``compile`` replaces the layer by its tiles, which take their
-    own copy. So compiling never holds three copies of the weights (model, deep copy, tiles) at once."""
+    once): those stay shared with ``model`` while their tiles are programmed, and ``_own_parameters`` copies
+    them after the walk. So programming never holds a deep copy of the weights beside the model and the tiles."""
     occurrences: dict[int, int] = {}
     for _, module in model.named_modules(remove_duplicate=False):
         occurrences[id(module)] = occurrences.get(id(module), 0) + 1

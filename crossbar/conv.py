@@ -214,9 +214,6 @@ class TiledConvTranspose(TiledLinear):
     def kind(self) -> str:
         return f"ConvTranspose{self.geometry.dims}d {self.geometry.describe()}"
 
-    def _checked(self, x: torch.Tensor) -> torch.Tensor:
-        return _batched_float32(self, x)
-
     def _chunks(self, x: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
         positions = math.prod(x.shape[2:])
         step = max(1, CHUNK_BYTES // (4 * positions * self.out_features))
@@ -225,11 +222,11 @@ class TiledConvTranspose(TiledLinear):
             yield samples, x[samples].movedim(1, -1).reshape(-1, self.in_channels)
 
     def tile_inputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        for _, rows in self._chunks(self._checked(x)):
+        for _, rows in self._chunks(_batched_float32(self, x)):
             yield rows
 
     def vectors(self, x: torch.Tensor) -> int:
-        return math.prod(self._checked(x).shape) // self.in_channels
+        return math.prod(_batched_float32(self, x).shape) // self.in_channels
 
     def analog(self, x: torch.Tensor) -> torch.Tensor:
         g, n, size = self.geometry, self.geometry.dims, x.shape[2:]
@@ -261,7 +258,8 @@ class TiledConvTranspose(TiledLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        y = self._run(self._checked(x)).to(x.dtype)  # computed in float32, returned in x's dtype (crossbar.layers)
+        # computed in float32, returned in x's dtype (crossbar.layers)
+        y = self._run(_batched_float32(self, x)).to(x.dtype)
         return y if x.dim() == self.geometry.dims + 2 else y.squeeze(0)
 
     def extra_repr(self) -> str:
