@@ -119,82 +119,101 @@ def _site_laplacians(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _scatter(work: np.ndarray, block: np.ndarray, position: np.ndarray) -> None:
-    """work[position[x], position[y]] += block[x, y], reading only the lower triangle x >= y of a symmetric
-    block (the BLAS stage keeps lower triangles alone)."""
-    for x in range(position.shape[0]):
-        px = position[x]
-        for y in range(x):
-            value, py = block[x, y], position[y]
-            work[px, py] += value
-            work[py, px] += value
-        work[px, px] += block[x, x]
+# The lower levels merge many small blocks at once, _LANES blocks side by side in the last axis of every array
+# ((chunks, P, P, _LANES)), so that each step of the elimination is one SIMD operation over _LANES blocks.
+_LANES = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _assemble(size: int, block_a: np.ndarray, position_a: np.ndarray, block_b: np.ndarray, position_b: np.ndarray):
-    work = np.zeros((size, size))
-    _scatter(work, block_a, position_a)
-    _scatter(work, block_b, position_b)
-    return work
+def _merge_lanes(blocks: np.ndarray, map_a: np.ndarray, map_b: np.ndarray, n: int, s: int) -> np.ndarray:
+    """Merge block b with block b + count for every output block b (count = half the input blocks): place
+    the two on n nodes (map_a, map_b; the s shared nodes first) and eliminate the shared ones.
 
-
-@numba.njit(cache=True, nogil=True)
-def _schur_small(work: np.ndarray, s: int, y: np.ndarray, out: np.ndarray) -> None:
-    """out = K - C^T X^-1 C for the symmetric work = [[X, C], [C^T, K]], X s x s: Cholesky X = U^T U (rows
-    of U written over X's rows), Y = U^-T C (s x p, into y), then K - Y^T Y by rank-4 updates."""
-    n = work.shape[0]
-    p = n - s
-    for k in range(s):
-        row = work[k]
-        for m in range(k):
-            factor, above = work[m, k], work[m]
-            for j in range(k, n):
-                row[j] -= factor * above[j]
-        inverse = 1.0 / np.sqrt(row[k])
-        for j in range(k, n):
-            row[j] *= inverse
-        for j in range(p):
-            y[k, j] = row[s + j]
-    for i in range(p):
-        for j in range(i, p):
-            out[i, j] = work[s + i, s + j]
-    k = 0
-    while k < s:
-        if k + 4 <= s:
-            y0, y1, y2, y3 = y[k], y[k + 1], y[k + 2], y[k + 3]
-            for i in range(p):
-                a0, a1, a2, a3, row = y0[i], y1[i], y2[i], y3[i], out[i]
-                for j in range(i, p):
-                    row[j] -= a0 * y0[j] + a1 * y1[j] + a2 * y2[j] + a3 * y3[j]
-            k += 4
-        else:
-            y0 = y[k]
-            for i in range(p):
-                a0, row = y0[i], out[i]
-                for j in range(i, p):
-                    row[j] -= a0 * y0[j]
-            k += 1
-    for i in range(p):
-        for j in range(i):
-            out[i, j] = out[j, i]
-
-
-@numba.njit(cache=True, nogil=True)
-def _merge_level(
-    blocks: np.ndarray, first: np.ndarray, second: np.ndarray, map_a: np.ndarray, map_b: np.ndarray, n: int, s: int
-) -> np.ndarray:
-    """Merge blocks[first[b]] with blocks[second[b]] for every b: place them on n nodes (map_a, map_b), the
-    shared s first, and eliminate those. Returns (len(first), n - s, n - s)."""
-    out = np.empty((first.shape[0], n - s, n - s))
-    work = np.empty((n, n))
-    y = np.empty((s, n - s))
-    for b in range(first.shape[0]):
+    blocks: (2 * chunks, P, P, _LANES), block b in chunk b // _LANES, lane b % _LANES. Returns (chunks, n - s,
+    n - s, _LANES). Elimination: Cholesky X = U^T U of the shared block, rows of U written over the work rows
+    (which makes them Y = U^-T C over the kept columns), then K - Y^T Y."""
+    chunks, size, p = blocks.shape[0] // 2, blocks.shape[1], n - s
+    out = np.empty((chunks, p, p, _LANES))
+    work = np.empty((n, n, _LANES))
+    y = np.empty((p, s, _LANES))
+    scale = np.empty(_LANES)
+    acc = np.empty(_LANES)
+    for c in range(chunks):
         work[:] = 0.0
-        _scatter(work, blocks[first[b]], map_a)
-        _scatter(work, blocks[second[b]], map_b)
-        _schur_small(work, s, y, out[b])
+        a, b = blocks[c], blocks[c + chunks]
+        for x in range(size):
+            for z in range(size):
+                into_a, into_b = work[map_a[x], map_a[z]], work[map_b[x], map_b[z]]
+                from_a, from_b = a[x, z], b[x, z]
+                for lane in range(_LANES):
+                    into_a[lane] += from_a[lane]
+                for lane in range(_LANES):
+                    into_b[lane] += from_b[lane]
+        for k in range(s):
+            row = work[k]
+            for m in range(k):
+                above = work[m]
+                factor = above[k]
+                for j in range(k, n):
+                    into, by = row[j], above[j]
+                    for lane in range(_LANES):
+                        into[lane] -= factor[lane] * by[lane]
+            for lane in range(_LANES):
+                scale[lane] = 1.0 / np.sqrt(row[k, lane])
+            for j in range(k, n):
+                into = row[j]
+                for lane in range(_LANES):
+                    into[lane] *= scale[lane]
+            for j in range(p):
+                y[j, k] = row[s + j]
+        for i in range(p):
+            for j in range(i, p):
+                acc[:] = work[s + i, s + j]
+                for k in range(s):
+                    u, v = y[i, k], y[j, k]
+                    for lane in range(_LANES):
+                        acc[lane] -= u[lane] * v[lane]
+                out[c, i, j] = acc
+                out[c, j, i] = acc
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _subtrees(
+    padded: np.ndarray,
+    gw: float,
+    gb: float,
+    order: np.ndarray,
+    maps_a: np.ndarray,
+    maps_b: np.ndarray,
+    ns: np.ndarray,
+    ss: np.ndarray,
+) -> np.ndarray:
+    """The Schur complements of all hs x ws blocks of the grid (order.shape), row-major over the grid of
+    blocks: (blocks, P, P). Depth first, so the data stay in cache: _LANES blocks at a time, each built
+    from its sites (placed by ``order``) and merged level by level (level k: maps_a[k], maps_b[k] onto
+    ns[k] nodes, ss[k] of them shared)."""
+    hs, ws = order.shape
+    per_row = padded.shape[1] // ws
+    count = (padded.shape[0] // hs) * per_row
+    top = ns[-1] - ss[-1]
+    out = np.empty((count, top, top))
+    for chunk in range(count // _LANES):
+        level = np.zeros((hs * ws, 4, 4, _LANES))
+        for lane in range(_LANES):
+            block = chunk * _LANES + lane
+            i0, j0 = (block // per_row) * hs, (block % per_row) * ws
+            for i in range(hs):
+                for j in range(ws):
+                    site, cell = level[order[i, j]], padded[i0 + i, j0 + j]
+                    site[0, 0, lane], site[0, 1, lane], site[1, 0, lane] = gw, -gw, -gw
+                    site[1, 1, lane], site[1, 2, lane], site[2, 1, lane] = gw + cell, -cell, -cell
+                    site[2, 2, lane], site[2, 3, lane], site[3, 2, lane], site[3, 3, lane] = cell + gb, -gb, -gb, gb
+        for k in range(ns.size):
+            size = (ns[k] + ss[k]) // 2  # the input blocks' interface P (n = 2 P - s)
+            level = _merge_lanes(level, maps_a[k, :size], maps_b[k, :size], ns[k], ss[k])
+        for lane in range(_LANES):
+            out[chunk * _LANES + lane] = level[0, :, :, lane]
     return out
 
 
@@ -234,12 +253,23 @@ class _Grid:
     def outside(self, nodes: np.ndarray, i0: int, j0: int, h: int, w: int) -> np.ndarray:
         """Which nodes of a block's interface connect outside it: L and B always, Rt and T unless the block
         is at the open right or top end of the array (those nodes are then eliminated)."""
-        words = nodes < self.height * (self.width + 1)
-        j = nodes % (self.width + 1) - 1
-        i = (nodes - self.height * (self.width + 1)) // self.width
-        word_out = (j == j0 - 1) | ((j == j0 + w - 1) & (j0 + w < self.width))
-        bit_out = (i == i0 + h) | ((i == i0) & (i0 > 0))
-        return np.where(words, word_out, bit_out)
+        return _outside(nodes, self.height, self.width, i0, j0, h, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _outside(nodes: np.ndarray, height: int, width: int, i0: int, j0: int, h: int, w: int) -> np.ndarray:
+    """_Grid.outside, one pass over the nodes."""
+    out = np.empty(nodes.size, np.bool_)
+    words = height * (width + 1)
+    for x in range(nodes.size):
+        node = nodes[x]
+        if node < words:
+            j = node % (width + 1) - 1
+            out[x] = j == j0 - 1 or (j == j0 + w - 1 and j0 + w < width)
+        else:
+            i = (node - words) // width
+            out[x] = i == i0 + h or (i == i0 and i0 > 0)
+    return out
 
 
 def _next_merge(h: int, w: int, grid: _Grid) -> bool:
@@ -247,9 +277,38 @@ def _next_merge(h: int, w: int, grid: _Grid) -> bool:
     return w < grid.width and (w <= h or h == grid.height)
 
 
-# Merges that eliminate at least this many shared nodes run through LAPACK / BLAS, one call per block; below
-# it, numba merges a whole level of small blocks in one call.
-_BLAS_FROM = 64
+# The lanes merge levels whose merged blocks have at most this many nodes (their work arrays stay in the
+# core's cache); the larger merges run through LAPACK / BLAS, one call per block.
+_LANES_UP_TO = 112
+
+
+def _lane_levels(grid: _Grid) -> list[bool]:
+    """The merges (True: side by side) that the lanes do, from single sites up: while the merged block is
+    small and a level still has whole chunks of _LANES output blocks."""
+    merges: list[bool] = []
+    h = w = 1
+    while (h, w) != (grid.height, grid.width):
+        horizontal = _next_merge(h, w, grid)
+        n = 3 * h + 4 * w if horizontal else 4 * h + 3 * w
+        h, w = (h, 2 * w) if horizontal else (2 * h, w)
+        if n > _LANES_UP_TO or grid.height * grid.width // (h * w) < _LANES:
+            break
+        merges.append(horizontal)
+    return merges
+
+
+def _lane_order(grid: _Grid, merges: list[bool]) -> np.ndarray:
+    """(H, W) index of each site's block at the first lane level, such that at every lane merge the two
+    halves of output block b are blocks b and b + count (count: the output's blocks), and the last level's
+    blocks are in row-major order over the grid of blocks."""
+    h, w = 1 << sum(not m for m in merges), 1 << sum(merges)
+    index = np.arange((grid.height // h) * (grid.width // w)).reshape(grid.height // h, grid.width // w)
+    for horizontal in reversed(merges):
+        count, axis = index.size, 1 if horizontal else 0
+        index = np.stack([index, index + count], axis=axis + 1).reshape(
+            (index.shape[0], 2 * index.shape[1]) if horizontal else (2 * index.shape[0], index.shape[1])
+        )
+    return index
 
 
 def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
@@ -261,26 +320,42 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     grid = _Grid(1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
     padded = np.zeros((grid.height, grid.width))
     padded[grid.height - rows :, :cols] = g
-    blocks = _site_laplacians(padded, gw, gb)
+    merges = _lane_levels(grid)
     h = w = 1
-    while (h, w) != (grid.height, grid.width):  # numba: whole levels of small blocks
-        horizontal = _next_merge(h, w, grid)
-        if (h if horizontal else w) >= _BLAS_FROM:
-            break
-        index = np.arange(blocks.shape[0]).reshape(grid.height // h, grid.width // w)
-        pairs = (index[:, 0::2], index[:, 1::2]) if horizontal else (index[0::2], index[1::2])
-        map_a, map_b, n, s = _merge_maps(h, w, horizontal)
-        blocks = _merge_level(blocks, pairs[0].ravel(), pairs[1].ravel(), map_a, map_b, n, s)
-        w, h = (2 * w, h) if horizontal else (w, 2 * h)
+    if merges:
+        maps = []
+        for horizontal in merges:
+            maps.append(_merge_maps(h, w, horizontal))
+            h, w = (h, 2 * w) if horizontal else (2 * h, w)
+        size = max(m[0].size for m in maps)
+        maps_a, maps_b = (np.stack([np.pad(m[side], (0, size - m[side].size)) for m in maps]) for side in (0, 1))
+        sites = _subtrees(
+            padded,
+            gw,
+            gb,
+            _lane_order(_Grid(h, w), merges),
+            maps_a,
+            maps_b,
+            np.array([m[2] for m in maps]),
+            np.array([m[3] for m in maps]),
+        )
+    else:
+        sites = _site_laplacians(padded, gw, gb)
     per_row = grid.width // w
     level = {
-        (br, bc): (blocks[br * per_row + bc], grid.interface(br * h, bc * w, h, w))
+        (br, bc): (sites[br * per_row + bc], grid.interface(br * h, bc * w, h, w))
         for br in range(grid.height // h)
         for bc in range(per_row)
     }
-    while (h, w) != (grid.height, grid.width):  # LAPACK / BLAS: one merge at a time, open ends eliminated
+    drivers = grid.word(np.arange(grid.height - rows, grid.height), -1)
+    amplifiers = grid.bit(grid.height, np.arange(cols))
+    if (h, w) == (grid.height, grid.width):  # a single site: only its open ends to eliminate
+        return _final_merge(level[0, 0], (np.zeros((0, 0)), np.zeros(0, np.int64)), grid, drivers, amplifiers)
+    while True:  # LAPACK / BLAS: one merge at a time, open ends eliminated
         horizontal = _next_merge(h, w, grid)
         nh, nw = (h, 2 * w) if horizontal else (2 * h, w)
+        if (nh, nw) == (grid.height, grid.width):
+            return _final_merge(level[0, 0], level[(0, 1) if horizontal else (1, 0)], grid, drivers, amplifiers)
         level = {
             (br, bc): _merge_blocks(
                 level[(br, 2 * bc) if horizontal else (2 * br, bc)],
@@ -292,43 +367,116 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
             for bc in range(grid.width // nw)
         }
         h, w = nh, nw
-    schur, nodes = level[0, 0]
-    if nodes.size > grid.height + grid.width:  # the open ends are still there when no BLAS merge ran
-        schur, nodes = _merge_blocks((schur, nodes), (np.zeros((0, 0)), nodes[:0]), grid, (0, 0, h, w))
-    drivers = np.searchsorted(nodes, grid.word(np.arange(grid.height - rows, grid.height), -1))
-    amplifiers = np.searchsorted(nodes, grid.bit(grid.height, np.arange(cols)))
-    return -schur[np.ix_(amplifiers, drivers)].T  # lower triangle: amplifier nodes come after driver nodes
 
 
-def _merge_blocks(
-    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], grid: _Grid, region: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge two blocks (Schur complement, sorted interface nodes) into the block of ``region`` (i0, j0, h,
-    w): every node that does not connect outside it is eliminated. Returns its lower triangle and nodes."""
+_Block = tuple[np.ndarray, np.ndarray]  # (Schur complement, P x P symmetric, siemens; its P interface nodes)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _upper(block: np.ndarray, x: int, z: int) -> float:
+    """Entry (x, z) of a symmetric matrix of which only the upper triangle (z >= x) is kept."""
+    return block[x, z] if z >= x else block[z, x]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(
+    schur_a: np.ndarray,
+    gone_a: np.ndarray,
+    place_a: np.ndarray,
+    kept_a: np.ndarray,
+    schur_b: np.ndarray,
+    gone_b: np.ndarray,
+    place_b: np.ndarray,
+    kept_b: np.ndarray,
+    s: int,
+    with_kept: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The merge's blocks from two symmetric blocks (upper triangles read): the eliminated block X (s x s; a's
+    nodes gone_a go to place_a, b's likewise, a shared node gets the sum), its coupling C (s x p, Fortran
+    order) to the kept nodes (kept_a then kept_b, increasing positions) and, if with_kept, the upper
+    triangle of the kept block K (p x p: a's, then b's on the diagonal, zero between)."""
+    p_a, p = kept_a.size, kept_a.size + kept_b.size
+    separator = np.zeros((s, s))
+    coupling = np.empty((p, s))  # C transposed: returned as its Fortran-ordered transpose
+    kept = np.empty((p, p) if with_kept else (0, 0))
+    for schur, gone, place, mine, offset in (
+        (schur_a, gone_a, place_a, kept_a, 0),
+        (schur_b, gone_b, place_b, kept_b, p_a),
+    ):
+        for x in range(gone.size):
+            for z in range(gone.size):
+                separator[place[x], place[z]] += _upper(schur, gone[x], gone[z])
+        if offset == 0 and gone_b.size > 0:  # rows of C that only b reaches
+            coupling[:p_a] = 0.0
+        if offset > 0 and gone_a.size > 0:
+            coupling[p_a:] = 0.0
+        for z in range(mine.size):
+            into = coupling[offset + z]
+            for x in range(gone.size):
+                into[place[x]] = _upper(schur, mine[z], gone[x])
+        if with_kept:
+            for x in range(mine.size):
+                row, into = schur[mine[x]], kept[offset + x]
+                for z in range(x, mine.size):
+                    into[offset + z] = row[mine[z]]
+    if with_kept:
+        kept[:p_a, p_a:] = 0.0
+    return separator, coupling.T, kept
+
+
+def _eliminate(a: _Block, b: _Block, keep_a: np.ndarray, keep_b: np.ndarray, with_kept: bool):
+    """Eliminate from two blocks every node not kept (keep_a, keep_b: masks over their nodes), a node of both
+    counting their sum. Returns (Y, K, kept nodes): Y = L^-1 C (s x p, Fortran order) with X = L L^T the
+    eliminated block and C its coupling to the p kept nodes (a's, then b's), K their block (p x p, symmetric,
+    if with_kept): what was kept becomes K - Y^T Y."""
     (schur_a, nodes_a), (schur_b, nodes_b) = a, b
-    nodes = np.union1d(nodes_a, nodes_b)
-    outside = grid.outside(nodes, *region)
-    order = np.concatenate([nodes[~outside], nodes[outside]])
-    rank = np.argsort(order)
-    position_a = rank[np.searchsorted(order, nodes_a, sorter=rank)]
-    position_b = rank[np.searchsorted(order, nodes_b, sorter=rank)]
-    s = int(np.count_nonzero(~outside))
-    return _schur_lower(_assemble(order.size, schur_a, position_a, schur_b, position_b), s), order[s:]
-
-
-def _schur_lower(work: np.ndarray, s: int) -> np.ndarray:
-    """Lower triangle of K - C^T X^-1 C for the symmetric work = [[X, C], [C^T, K]], X s x s (LAPACK dpotrf,
-    dtrtrs, BLAS dsyrk)."""
-    if s == 0:
-        return work
-    columns = work.T  # the same symmetric matrix, column-major as LAPACK reads it
-    factor, info = scipy.linalg.lapack.dpotrf(columns[:s, :s], lower=1, overwrite_a=1, clean=0)
+    gone_a, gone_b = np.flatnonzero(~keep_a), np.flatnonzero(~keep_b)
+    eliminated = np.union1d(nodes_a[gone_a], nodes_b[gone_b])
+    kept_a, kept_b = np.flatnonzero(keep_a), np.flatnonzero(keep_b)
+    separator, coupling, kept = _gather(
+        schur_a,
+        gone_a,
+        np.searchsorted(eliminated, nodes_a[gone_a]),
+        kept_a,
+        schur_b,
+        gone_b,
+        np.searchsorted(eliminated, nodes_b[gone_b]),
+        kept_b,
+        eliminated.size,
+        with_kept,
+    )
+    factor, info = scipy.linalg.lapack.dpotrf(separator, lower=1, overwrite_a=1, clean=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"irdrop: separator block not positive definite (info {info})")
-    y, info = scipy.linalg.lapack.dtrtrs(factor, columns[:s, s:], lower=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"irdrop: triangular solve failed (info {info})")
-    return scipy.linalg.blas.dsyrk(-1.0, y, beta=1.0, c=columns[s:, s:], trans=1, lower=1, overwrite_c=1)
+    y = scipy.linalg.blas.dtrsm(1.0, factor, coupling, lower=1, overwrite_b=1)
+    return y, kept, np.concatenate([nodes_a[kept_a], nodes_b[kept_b]])
+
+
+def _merge_blocks(a: _Block, b: _Block, grid: _Grid, region: tuple[int, int, int, int]) -> _Block:
+    """Merge two blocks into the block of ``region`` (i0, j0, h, w): every node that does not connect outside
+    it is eliminated. Returns its Schur complement (upper triangle) on the kept nodes, a's then b's."""
+    y, kept, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), True)
+    kept = scipy.linalg.blas.dsyrk(-1.0, y, beta=1.0, c=kept.T, trans=1, lower=1, overwrite_c=1)
+    return kept.T, nodes  # the lower triangle of the Fortran-ordered result: the upper one of its transpose
+
+
+def _final_merge(a: _Block, b: _Block, grid: _Grid, drivers: np.ndarray, amplifiers: np.ndarray) -> np.ndarray:
+    """The last merge, onto the drivers and amplifiers: only their coupling is formed, M = -(K - Y^T Y) on
+    (drivers x amplifiers), R x C (the drivers' and the amplifiers' own blocks are never needed)."""
+    region = (0, 0, grid.height, grid.width)  # every driver and amplifier is kept, the padding's too
+    y, _, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), False)
+    order = np.argsort(nodes)
+    d, c = order[np.searchsorted(nodes, drivers, sorter=order)], order[np.searchsorted(nodes, amplifiers, sorter=order)]
+    m = scipy.linalg.blas.dgemm(1.0, y[:, d], y[:, c], trans_a=1)
+    for schur, nodes_block in (a, b):
+        order = np.argsort(nodes_block)
+        at_d = np.isin(drivers, nodes_block)
+        at_c = np.isin(amplifiers, nodes_block)
+        rows_in = order[np.searchsorted(nodes_block, drivers[at_d], sorter=order)]
+        cols_in = order[np.searchsorted(nodes_block, amplifiers[at_c], sorter=order)]
+        upper = rows_in[:, None] <= cols_in
+        m[np.ix_(at_d, at_c)] -= np.where(upper, schur[np.ix_(rows_in, cols_in)], schur[np.ix_(cols_in, rows_in)].T)
+    return np.asarray(m)
 
 
 def nodal_system(
