@@ -372,84 +372,63 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
 _Block = tuple[np.ndarray, np.ndarray]  # (Schur complement, P x P symmetric, siemens; its P interface nodes)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _upper(block: np.ndarray, x: int, z: int) -> float:
-    """Entry (x, z) of a symmetric matrix of which only the upper triangle (z >= x) is kept."""
-    return block[x, z] if z >= x else block[z, x]
-
-
 @numba.njit(cache=True, nogil=True)
 def _gather(
-    schur_a: np.ndarray,
-    gone_a: np.ndarray,
-    place_a: np.ndarray,
-    kept_a: np.ndarray,
-    schur_b: np.ndarray,
-    gone_b: np.ndarray,
-    place_b: np.ndarray,
-    kept_b: np.ndarray,
-    s: int,
-    with_kept: bool,
+    schur_a: np.ndarray, role_a: np.ndarray, schur_b: np.ndarray, role_b: np.ndarray, s: int, p: int, with_kept: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The merge's blocks from two symmetric blocks (upper triangles read): the eliminated block X (s x s; a's
-    nodes gone_a go to place_a, b's likewise, a shared node gets the sum), its coupling C (s x p, Fortran
-    order) to the kept nodes (kept_a then kept_b, increasing positions) and, if with_kept, the upper
-    triangle of the kept block K (p x p: a's, then b's on the diagonal, zero between)."""
-    p_a, p = kept_a.size, kept_a.size + kept_b.size
+    """The merge's blocks from two symmetric blocks, of which only the upper triangles are read, row by row.
+
+    role of each node of a block: its place k >= 0 among the p kept nodes (a's first, in order), or -1 - x for
+    place x among the s eliminated ones (a node of both blocks gets the sum). Returns the eliminated block X
+    (s x s), its coupling C (s x p, Fortran order) to the kept nodes and, if with_kept, the upper triangle of
+    the kept block K (p x p, zero between a's and b's nodes)."""
     separator = np.zeros((s, s))
-    coupling = np.empty((p, s))  # C transposed: returned as its Fortran-ordered transpose
-    kept = np.empty((p, p) if with_kept else (0, 0))
-    for schur, gone, place, mine, offset in (
-        (schur_a, gone_a, place_a, kept_a, 0),
-        (schur_b, gone_b, place_b, kept_b, p_a),
-    ):
-        for x in range(gone.size):
-            for z in range(gone.size):
-                separator[place[x], place[z]] += _upper(schur, gone[x], gone[z])
-        if offset == 0 and gone_b.size > 0:  # rows of C that only b reaches
-            coupling[:p_a] = 0.0
-        if offset > 0 and gone_a.size > 0:
-            coupling[p_a:] = 0.0
-        for z in range(mine.size):
-            into = coupling[offset + z]
-            for x in range(gone.size):
-                into[place[x]] = _upper(schur, mine[z], gone[x])
-        if with_kept:
-            for x in range(mine.size):
-                row, into = schur[mine[x]], kept[offset + x]
-                for z in range(x, mine.size):
-                    into[offset + z] = row[mine[z]]
-    if with_kept:
-        kept[:p_a, p_a:] = 0.0
+    coupling = np.zeros((p, s))  # C transposed: returned as its Fortran-ordered transpose
+    kept = np.zeros((p, p) if with_kept else (1, p))  # a dummy row when K is not wanted
+    for schur, role in ((schur_a, role_a), (schur_b, role_b)):
+        for r in range(role.size):
+            row, rr = schur[r], role[r]
+            if rr < 0:
+                x = -1 - rr
+                separator[x, x] += row[r]
+                for c in range(r + 1, role.size):
+                    rc = role[c]
+                    if rc < 0:
+                        separator[x, -1 - rc] += row[c]
+                        separator[-1 - rc, x] += row[c]
+                    else:
+                        coupling[rc, x] = row[c]
+            else:
+                into = kept[rr if with_kept else 0]
+                for c in range(r, role.size):
+                    rc = role[c]
+                    if rc < 0:
+                        coupling[rr, -1 - rc] = row[c]
+                    elif with_kept:
+                        into[rc] = row[c]
     return separator, coupling.T, kept
 
 
 def _eliminate(a: _Block, b: _Block, keep_a: np.ndarray, keep_b: np.ndarray, with_kept: bool):
     """Eliminate from two blocks every node not kept (keep_a, keep_b: masks over their nodes), a node of both
     counting their sum. Returns (Y, K, kept nodes): Y = L^-1 C (s x p, Fortran order) with X = L L^T the
-    eliminated block and C its coupling to the p kept nodes (a's, then b's), K their block (p x p, symmetric,
-    if with_kept): what was kept becomes K - Y^T Y."""
+    eliminated block and C its coupling to the p kept nodes (a's, then b's), K the upper triangle of their
+    block (p x p, if with_kept): what was kept becomes K - Y^T Y."""
     (schur_a, nodes_a), (schur_b, nodes_b) = a, b
-    gone_a, gone_b = np.flatnonzero(~keep_a), np.flatnonzero(~keep_b)
-    eliminated = np.union1d(nodes_a[gone_a], nodes_b[gone_b])
-    kept_a, kept_b = np.flatnonzero(keep_a), np.flatnonzero(keep_b)
-    separator, coupling, kept = _gather(
-        schur_a,
-        gone_a,
-        np.searchsorted(eliminated, nodes_a[gone_a]),
-        kept_a,
-        schur_b,
-        gone_b,
-        np.searchsorted(eliminated, nodes_b[gone_b]),
-        kept_b,
-        eliminated.size,
-        with_kept,
-    )
+    eliminated = np.union1d(nodes_a[~keep_a], nodes_b[~keep_b])
+    roles = []
+    offset = 0
+    for nodes, keep in ((nodes_a, keep_a), (nodes_b, keep_b)):
+        role = -1 - np.searchsorted(eliminated, nodes)
+        role[keep] = offset + np.arange(np.count_nonzero(keep))
+        offset += np.count_nonzero(keep)
+        roles.append(role)
+    separator, coupling, kept = _gather(schur_a, roles[0], schur_b, roles[1], eliminated.size, offset, with_kept)
     factor, info = scipy.linalg.lapack.dpotrf(separator, lower=1, overwrite_a=1, clean=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"irdrop: separator block not positive definite (info {info})")
     y = scipy.linalg.blas.dtrsm(1.0, factor, coupling, lower=1, overwrite_b=1)
-    return y, kept, np.concatenate([nodes_a[kept_a], nodes_b[kept_b]])
+    return y, kept, np.concatenate([nodes_a[keep_a], nodes_b[keep_b]])
 
 
 def _merge_blocks(a: _Block, b: _Block, grid: _Grid, region: tuple[int, int, int, int]) -> _Block:
