@@ -2,9 +2,10 @@
 """Programming at scale: the IR-drop effective matrix, and a layer's compile time and peak memory.
 
 In one run, on one thread per process (BLAS, torch, numba), each case beside its baseline:
-  effective_matrix      crossbar.irdrop.effective_conductance of a 256x256 array (1 ohm wires), interleaved
-                        with the sparse direct solve of the full nodal system for the same 256 unit inputs
-                        (crossbar.irdrop.solve, SuperLU) and with a float32 256x256 matmul
+  effective_matrix      crossbar.irdrop.effective_conductance of a 256x256 array (1 ohm wires; also 512, 1024:
+                        --irdrop-sizes), interleaved with the same kernel at git revision --baseline-rev,
+                        with the sparse direct solve of the full nodal system for the same unit inputs
+                        (crossbar.irdrop.solve, SuperLU) and with a float32 matmul of the same size
   effective_matrix_load the same while a competing process runs BLAS on every core (the collapse case)
   compile               crossbar.compile of one nn.Linear(n, n), n = 1024 and 4096, with IR drop (default
                         chip) and with ideal wires, each in a fresh process: wall time, and the peak memory
@@ -19,7 +20,7 @@ alone; compile peak <= 3x the float32 weights.
 
     python benchmarks/bench_programming.py [--quick] [--sizes 1024 4096] [--out benchmarks/results/programming.json]
 
---quick: n = 1024 with and without IR drop and n = 4096 without (the memory target), 3 repetitions.
+--quick: n = 1024 with and without IR drop and n = 4096 without (the memory target), 5 repetitions (9 without).
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import configure_threads, machine_info, write_json_atomic
+from common import configure_threads, machine_info, module_at_revision, write_json_atomic
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "programming.json"
 R_WIRE = 1.0  # ohms per segment, the default preset's value
 STATS = (("median", statistics.median), ("min", min))
+# main before the lane-vectorized subtrees and gather kernels: the same nested dissection, one numba call per
+# level of small blocks and numpy/scipy merges above
+BASELINE_REV = "bb5a1cd233d78b98ef144102d3d19e7709063d44"
 LOAD = "import numpy as np\na = np.random.rand(1024, 1024)\nwhile True:\n    a @ a\n"
 
 
@@ -47,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 1024 only, fewer repetitions")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="layer sizes n (default 1024 4096)")
+    parser.add_argument("--irdrop-sizes", type=int, nargs="+", default=[256, 512, 1024], help="effective matrices")
+    parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of the baseline IR-drop kernel")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one compile case in this process
     args = parser.parse_args()
@@ -55,12 +61,21 @@ def main() -> None:
         print(json.dumps(compile_case(**json.loads(args.case))))
         return
     sizes = args.sizes or ([1024] if args.quick else [1024, 4096])
-    reps = 3 if args.quick else 7
+    reps = 5 if args.quick else 9  # of the 256x256 effective matrix; reps * 256 / size for larger ones
     results: dict[str, Any] = {"machine": machine_info(threading_info), "r_wire_ohm": R_WIRE, "quick": args.quick}
 
-    results["effective_matrix"] = effective_matrix(reps)
+    baseline = module_at_revision(args.baseline_rev, "crossbar/irdrop.py", "irdrop_baseline")
+    results["baseline_rev"] = args.baseline_rev
+    results["effective_matrix"] = {
+        str(size): effective_matrix(size, max(1, reps * 256 // size), baseline, baselines=size <= 256)
+        for size in sorted(set(args.irdrop_sizes) | {256})
+    }
     with competing_load() as load:
-        results["effective_matrix_load"] = {**effective_matrix(reps, baselines=False), "load": load}
+        print("under load:")
+        results["effective_matrix_load"] = {
+            **effective_matrix(256, reps, baseline, baselines=False),
+            "load": load,
+        }
     cases = [(n, wires) for n in sizes for wires in ("ideal", "default")]
     if args.quick and not args.sizes:
         cases.append((4096, "ideal"))  # the memory target at a size where the weights dominate
@@ -72,20 +87,26 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def effective_matrix(reps: int, baselines: bool = True) -> dict[str, Any]:
-    """Seconds per 256x256 effective matrix (wall and CPU), interleaved with its baselines."""
+def effective_matrix(size: int, reps: int, baseline: Any, baselines: bool = True) -> dict[str, Any]:
+    """Seconds per size x size effective matrix (wall and CPU), interleaved with the kernel of BASELINE_REV
+    and (baselines) with the sparse direct solve and a float32 matmul of the same size (SuperLU for the
+    size's unit inputs: only for small sizes, its memory grows fast)."""
     import numpy as np
 
     from crossbar import irdrop
 
-    g = np.random.default_rng(0).uniform(0.1e-6, 25e-6, (256, 256))
-    unit = np.eye(256)
+    g = np.random.default_rng(0).uniform(0.1e-6, 25e-6, (size, size))
     a32 = g.astype(np.float32)
-    calls = {"crossbar": lambda: irdrop.effective_conductance(g, R_WIRE, R_WIRE)}
+    calls = {
+        "crossbar": lambda: irdrop.effective_conductance(g, R_WIRE, R_WIRE),
+        "baseline": lambda: baseline.effective_conductance(g, R_WIRE, R_WIRE),
+    }
     if baselines:
-        calls["superlu_nodal"] = lambda: irdrop.solve(g, unit, R_WIRE, R_WIRE)
+        calls["superlu_nodal"] = lambda: irdrop.solve(g, np.eye(size), R_WIRE, R_WIRE)
         calls["float32_matmul"] = lambda: a32 @ a32
-        error = np.abs(calls["crossbar"]() - calls["superlu_nodal"]()).max() / np.abs(calls["superlu_nodal"]()).max()
+    reference = calls["superlu_nodal"]() if baselines else calls["baseline"]()
+    error = np.abs(calls["crossbar"]() - reference).max() / np.abs(reference).max()
+    calls["baseline"]()  # warm: the baseline's numba kernels compile on first use
     samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in calls}
     for rep in range(reps):
         for name, call in calls.items():
@@ -96,18 +117,21 @@ def effective_matrix(reps: int, baselines: bool = True) -> dict[str, Any]:
             samples[name]["cpu"].append(time.process_time() - cpu)
             samples[name]["wall"].append(time.perf_counter() - wall)
     out: dict[str, Any] = {
-        name: {
-            f"{kind}_{stat}_s": fn(v)
-            for kind, v in s.items()
-            for stat, fn in (("median", statistics.median), ("min", min))
-        }
-        for name, s in samples.items()
+        name: {f"{kind}_{stat}_s": fn(v) for kind, v in s.items() for stat, fn in STATS} for name, s in samples.items()
     }
     out["reps"] = reps
-    label = "effective matrix 256x256" + ("" if baselines else " under load")
-    print(f"{label}: {out['crossbar']['wall_median_s']:.3f} s wall, {out['crossbar']['cpu_median_s']:.3f} s CPU")
+    out["loadavg"] = os.getloadavg()
+    out["max_relative_difference_vs_" + ("superlu" if baselines else "baseline")] = float(error)
+    out["baseline_over_crossbar"] = {
+        kind: out["baseline"][f"{kind}_median_s"] / out["crossbar"][f"{kind}_median_s"] for kind in ("cpu", "wall")
+    }
+    label = f"effective matrix {size}x{size}"
+    print(
+        f"{label}: {out['crossbar']['wall_median_s']:.3f} s wall, {out['crossbar']['cpu_median_s']:.3f} s CPU; "
+        f"baseline {out['baseline']['wall_median_s']:.3f} s wall, {out['baseline']['cpu_median_s']:.3f} s CPU "
+        f"({out['baseline_over_crossbar']['cpu']:.2f}x CPU); max rel. difference {error:.1e}"
+    )
     if baselines:
-        out["max_relative_difference_vs_superlu"] = float(error)
         ratio = out["superlu_nodal"]["wall_median_s"] / out["crossbar"]["wall_median_s"]
         print(
             f"  SuperLU nodal solve {out['superlu_nodal']['wall_median_s']:.3f} s ({ratio:.1f}x crossbar); "
@@ -251,7 +275,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     """The targets, on wall time as stated, and the same ratios on CPU time: on a machine that other users
     load, wall time also counts their share of the cores, CPU time only this process's own work (a collapse
     from spinning BLAS threads shows in both)."""
-    alone, loaded = results["effective_matrix"]["crossbar"], results["effective_matrix_load"]["crossbar"]
+    alone, loaded = results["effective_matrix"]["256"]["crossbar"], results["effective_matrix_load"]["crossbar"]
     pair = results["two_processes"]
     largest = max(c["n"] for c in results["compile"])
     peak = max(c["peak_rss_vs_weights"] for c in results["compile"] if c["n"] == largest)

@@ -119,6 +119,24 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def module_at_revision(revision: str, path: str, name: str) -> Any:
+    """Import the file ``path`` of this repository as it was at git ``revision`` (a baseline measured beside
+    the current code in the same run), from a temporary copy named ``name``."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True, text=True, check=True)
+    folder = Path(tempfile.mkdtemp(prefix="crossbar-baseline-"))
+    (folder / f"{name}.py").write_text(text.stdout)
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
     """Median and min seconds per call over ``reps`` calls after one untimed warm-up call."""
     fn()

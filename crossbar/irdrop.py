@@ -279,7 +279,7 @@ def _next_merge(h: int, w: int, grid: _Grid) -> bool:
 
 # The lanes merge levels whose merged blocks have at most this many nodes (their work arrays stay in the
 # core's cache); the larger merges run through LAPACK / BLAS, one call per block.
-_LANES_UP_TO = 112
+_LANES_UP_TO = 160
 
 
 def _lane_levels(grid: _Grid) -> list[bool]:
@@ -384,7 +384,9 @@ def _gather(
     the kept block K (p x p, zero between a's and b's nodes)."""
     separator = np.zeros((s, s))
     coupling = np.zeros((p, s))  # C transposed: returned as its Fortran-ordered transpose
-    kept = np.zeros((p, p) if with_kept else (1, p))  # a dummy row when K is not wanted
+    kept = np.empty((p, p) if with_kept else (1, p))  # a dummy row when K is not wanted
+    p_a = np.count_nonzero(role_a >= 0)
+    kept[:p_a, p_a:] = 0.0  # the rest of the upper triangle is filled below; the lower one is never read
     for schur, role in ((schur_a, role_a), (schur_b, role_b)):
         for r in range(role.size):
             row, rr = schur[r], role[r]
