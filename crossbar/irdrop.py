@@ -17,8 +17,14 @@ blocks stay square; each block is reduced to the dense Schur complement of its L
 which it touches its neighbours (at most 2h + 2w of them), and two neighbours merge by eliminating the nodes
 they share (a Cholesky factorization of that separator, a triangular solve and a symmetric rank update).
 Nodes at the open ends of the wires (the far end of each word line and of each bit line) are eliminated as
-soon as a block reaches them. Cost O(N^3) for an N x N array, in float64: numba for the many small blocks
-of the lower levels, LAPACK / BLAS (one thread) for the few large ones above.
+soon as a block reaches them; the last merge forms only the drivers x amplifiers block (a GEMM), never the
+drivers' or the amplifiers' own blocks. Cost O(N^3) for an N x N array, in float64, on one thread:
+- the lower levels (blocks up to 16 x 16 sites) run depth first in numba, _LANES blocks side by side in the
+  last axis of every array (the innermost loop of every step runs over them), each group of blocks built
+  from its sites and merged to the top of its subtree while its data are in cache;
+- the merges above go through LAPACK dpotrf and BLAS dtrsm / dsyrk (one thread, in place, Fortran order);
+  a numba kernel gathers each merge's separator, coupling and kept blocks in one pass over the upper
+  triangles of the two blocks (the blocks keep only their upper triangles; nothing is mirrored).
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ def _site_laplacians(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
 
 
 # The lower levels merge many small blocks at once, _LANES blocks side by side in the last axis of every array
-# ((chunks, P, P, _LANES)), so that each step of the elimination is one SIMD operation over _LANES blocks.
+# ((blocks, P, P, _LANES)): each step of the elimination is one short loop over _LANES independent blocks.
 _LANES = 8
 
 
@@ -369,7 +375,7 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
         h, w = nh, nw
 
 
-_Block = tuple[np.ndarray, np.ndarray]  # (Schur complement, P x P symmetric, siemens; its P interface nodes)
+_Block = tuple[np.ndarray, np.ndarray]  # (Schur complement P x P, siemens, its upper triangle; its P nodes)
 
 
 @numba.njit(cache=True, nogil=True)
