@@ -19,7 +19,7 @@ they share (a Cholesky factorization of that separator, a triangular solve and a
 Nodes at the open ends of the wires (the far end of each word line and of each bit line) are eliminated as
 soon as a block reaches them; the last merge forms only the drivers x amplifiers block (a GEMM), never the
 drivers' or the amplifiers' own blocks. Cost O(N^3) for an N x N array, in float64, on one thread:
-- the lower levels (blocks up to 16 x 16 sites) run depth first in numba, _LANES blocks side by side in the
+- the lower levels (blocks up to 16 x 32 sites) run depth first in numba, _LANES blocks side by side in the
   last axis of every array (the innermost loop of every step runs over them), each group of blocks built
   from its sites and merged to the top of its subtree while its data are in cache;
 - the merges above go through LAPACK dpotrf and BLAS dtrsm / dsyrk (one thread, in place, Fortran order);
@@ -285,7 +285,7 @@ def _next_merge(h: int, w: int, grid: _Grid) -> bool:
 
 # The lanes merge levels whose merged blocks have at most this many nodes (their work arrays stay in the
 # core's cache); the larger merges run through LAPACK / BLAS, one call per block.
-_LANES_UP_TO = 160
+_LANES_UP_TO = 112
 
 
 def _lane_levels(grid: _Grid) -> list[bool]:
@@ -386,10 +386,11 @@ def _gather(
 
     role of each node of a block: its place k >= 0 among the p kept nodes (a's first, in order), or -1 - x for
     place x among the s eliminated ones (a node of both blocks gets the sum). Returns the eliminated block X
-    (s x s), its coupling C (s x p, Fortran order) to the kept nodes and, if with_kept, the upper triangle of
+    (s x s), its coupling C (s x p, C order: a gone row's entries are written in a row) to the kept nodes and,
+    if with_kept, the upper triangle of
     the kept block K (p x p, zero between a's and b's nodes)."""
     separator = np.zeros((s, s))
-    coupling = np.zeros((p, s))  # C transposed: returned as its Fortran-ordered transpose
+    coupling = np.zeros((s, p))
     kept = np.empty((p, p) if with_kept else (1, p))  # a dummy row when K is not wanted
     p_a = np.count_nonzero(role_a >= 0)
     kept[:p_a, p_a:] = 0.0  # the rest of the upper triangle is filled below; the lower one is never read
@@ -405,16 +406,16 @@ def _gather(
                         separator[x, -1 - rc] += row[c]
                         separator[-1 - rc, x] += row[c]
                     else:
-                        coupling[rc, x] = row[c]
+                        coupling[x, rc] = row[c]
             else:
                 into = kept[rr if with_kept else 0]
                 for c in range(r, role.size):
                     rc = role[c]
                     if rc < 0:
-                        coupling[rr, -1 - rc] = row[c]
+                        coupling[-1 - rc, rr] = row[c]
                     elif with_kept:
                         into[rc] = row[c]
-    return separator, coupling.T, kept
+    return separator, coupling, kept
 
 
 def _eliminate(a: _Block, b: _Block, keep_a: np.ndarray, keep_b: np.ndarray, with_kept: bool):
@@ -435,7 +436,8 @@ def _eliminate(a: _Block, b: _Block, keep_a: np.ndarray, keep_b: np.ndarray, wit
     factor, info = scipy.linalg.lapack.dpotrf(separator, lower=1, overwrite_a=1, clean=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"irdrop: separator block not positive definite (info {info})")
-    y = scipy.linalg.blas.dtrsm(1.0, factor, coupling, lower=1, overwrite_b=1)
+    # Y^T = C^T L^-T: C^T is the Fortran-ordered view of the C-ordered C
+    y = scipy.linalg.blas.dtrsm(1.0, factor, coupling.T, side=1, lower=1, trans_a=1, overwrite_b=1)
     return y, kept, np.concatenate([nodes_a[keep_a], nodes_b[keep_b]])
 
 
@@ -443,7 +445,7 @@ def _merge_blocks(a: _Block, b: _Block, grid: _Grid, region: tuple[int, int, int
     """Merge two blocks into the block of ``region`` (i0, j0, h, w): every node that does not connect outside
     it is eliminated. Returns its Schur complement (upper triangle) on the kept nodes, a's then b's."""
     y, kept, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), True)
-    kept = scipy.linalg.blas.dsyrk(-1.0, y, beta=1.0, c=kept.T, trans=1, lower=1, overwrite_c=1)
+    kept = scipy.linalg.blas.dsyrk(-1.0, y, beta=1.0, c=kept.T, lower=1, overwrite_c=1)
     return kept.T, nodes  # the lower triangle of the Fortran-ordered result: the upper one of its transpose
 
 
@@ -454,7 +456,7 @@ def _final_merge(a: _Block, b: _Block, grid: _Grid, drivers: np.ndarray, amplifi
     y, _, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), False)
     order = np.argsort(nodes)
     d, c = order[np.searchsorted(nodes, drivers, sorter=order)], order[np.searchsorted(nodes, amplifiers, sorter=order)]
-    m = scipy.linalg.blas.dgemm(1.0, y[:, d], y[:, c], trans_a=1)
+    m = scipy.linalg.blas.dgemm(1.0, y[d], y[c], trans_b=1)
     for schur, nodes_block in (a, b):
         order = np.argsort(nodes_block)
         at_d = np.isin(drivers, nodes_block)
