@@ -278,6 +278,22 @@ class AnalogTiles:
             cell_variance=self.cell_variance,
         )
 
+    def __getstate__(self) -> dict:
+        """The state a chip file stores (``crossbar.save``): the programmed arrays once each, as torch tensors
+        (``torch.save`` writes them as raw storages and ``torch.load`` reads them back without a pickled copy).
+        What derives from them is left out and rebuilt on load: ``weights`` (a view of ``block_weights``, which
+        pickle would store as a second copy), the ``record`` and the bias view cache."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("weights", "record", "_bias_view")}
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled: numpy views of the stored tensors (no copy), ``weights`` and the record rebuilt from them
+        exactly as programming built them, so the outputs are bit-identical to the saved instance's."""
+        self.__dict__.update({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+        self.weights = self.block_weights.reshape(-1, self.grid.out_features)[: self.grid.in_features]
+        self._bias_view = None
+        self._periphery_constants()
+
     def quantize_inputs(self, x: np.ndarray, squares: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """DAC: x (B, in) float32 -> word-line values code / L in [-1, 1] as (R, B, rows), zero on padding
         rows; input scales s (B, R); (s code / L)^2 as (B, in), or empty."""
