@@ -120,3 +120,16 @@ def test_save_refuses_a_model_with_no_tiles(tmp_path):
     with pytest.raises(ValueError, match="no tiled layer"):
         crossbar.save(small_model(), tmp_path / "float.xbar")
     assert not list(tmp_path.iterdir())
+
+
+def test_chip_file_stores_each_programmed_array_once(tmp_path):
+    """The payload is the float parameters plus each tile's arrays, each stored once (the effective weights are
+    a view of the padded block weights: stored as one more copy, the file would grow by the weights' bytes)."""
+    chip = ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
+    analog = crossbar.compile(nn.Sequential(nn.Linear(600, 300)), chip, seed=3)
+    tile = analog[0].tile
+    arrays = [tile.block_weights, tile.digital_scale, tile.full_scale, tile.row_conductance]
+    stored = sum(p.numel() * p.element_size() for p in analog.parameters()) + sum(a.nbytes for a in arrays)
+    header = crossbar.save(analog, tmp_path / "linear.xbar")
+    assert stored < header["payload_bytes"] < stored + 64 * 1024
+    assert tile.weights.nbytes > 64 * 1024  # a second copy of the weights would not fit in that margin
