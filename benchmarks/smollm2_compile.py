@@ -152,7 +152,6 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
         out["peak_rss_after_save"] = peak_rss_bytes()
         with torch.no_grad():
             np.save(logits_file, analog(check).numpy())
-        out["peak_rss"] = peak_rss_bytes()
     else:  # irdrop_block
         solves = Stopwatch(irdrop, "effective_conductance")
         programming = Stopwatch(device.ProgrammingStream, "program")
@@ -164,7 +163,7 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
         out["irdrop_arrays"] = solves.calls
         out["programming_seconds"] = programming.seconds
         out["analog_tiles"] = crossbar.report(compiled).to_dict()["analog_tiles"]
-        out["peak_rss"] = peak_rss_bytes()
+    out["peak_rss"] = peak_rss_bytes()
     return out
 
 
