@@ -101,12 +101,13 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
     chip_file = args.workdir / "smollm2.xbar"
     logits_file = args.workdir / "check_logits.npy"
     no_wires = {"r_wl": 0.0, "r_bl": 0.0}
-    tokenizer = llm.load_tokenizer("smollm2-135m")
-    ids = wikitext2_ids(tokenizer, tokens=max(args.tokens, args.check_tokens))
-    budget, check = ids[: args.tokens], ids[None, : args.check_tokens]
-    out["rss_after_tokenizer"] = rss_bytes()
 
-    def score(model: torch.nn.Module) -> dict:
+    def tokens(model: llm.CausalLM) -> tuple[torch.Tensor, torch.Tensor]:
+        """The budget and the check sequence, cut by the tokenizer the (float or compiled) model holds."""
+        ids = wikitext2_ids(model.tokenizer, tokens=max(args.tokens, args.check_tokens))
+        return ids[: args.tokens], ids[None, : args.check_tokens]
+
+    def score(model: torch.nn.Module, budget: torch.Tensor) -> dict:
         start = time.perf_counter()
         with torch.no_grad():
             result = perplexity(model, budget, args.window, args.stride).to_dict()
@@ -114,12 +115,13 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
 
     if args.phase == "evaluate":
         start = time.perf_counter()
-        analog = crossbar.load(chip_file)
+        analog = crossbar.load(chip_file)  # the compiled model holds its tokenizer
         out["chip_file_load_seconds"] = time.perf_counter() - start
         out["rss_after_load"] = rss_bytes()
+        budget, check = tokens(analog)
         with torch.no_grad():
             out["identical_to_compiled"] = bool(np.array_equal(analog(check).numpy(), np.load(logits_file)))
-        out["budget"] = score(analog)
+        out["budget"] = score(analog, budget)
         out["peak_rss"] = peak_rss_bytes()
         return out
 
@@ -129,9 +131,10 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
     out["rss_after_load"] = rss_bytes()
     out["peak_rss_after_load"] = peak_rss_bytes()
     out["float_model_bytes"] = sum(p.numel() * p.element_size() for p in lm.parameters())
+    budget, check = tokens(lm)
 
     if args.phase == "float":
-        out["budget"] = score(lm)
+        out["budget"] = score(lm, budget)
     elif args.phase == "compile":
         programming = Stopwatch(device.ProgrammingStream, "program")
         chip = crossbar.ChipConfig.preset("default").replace(wires=no_wires)
