@@ -17,22 +17,22 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import write_json_atomic
+from common import data_label, shared_data, write_json_atomic
 
 from calibration import fitting, goodness, importers
 
 ROOT = Path(__file__).resolve().parents[1]
-TECHC = ROOT.parent / "shared" / "data" / "rram-relaxation" / "techC"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--order", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=TECHC, help="technology folder (or its relaxation file)")
+    parser.add_argument("--data", type=Path, help="technology folder (or its relaxation file); default techC")
     parser.add_argument("--profile", type=Path, default=ROOT / "crossbar" / "presets" / "devices" / "techc.json")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "calibration_techc.png")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "calibration_techc.json")
     args = parser.parse_args()
+    args.data = args.data or shared_data() / "rram-relaxation" / "techC"
     with tempfile.TemporaryDirectory() as folder:
         measurements = Path(folder) / "techc.h5"
         importers.convert("relaxation", args.data, measurements)
@@ -45,7 +45,7 @@ def main() -> None:
     write_json_atomic(
         args.out,
         {
-            "data": str(args.data.resolve().relative_to(ROOT.parent)),
+            "data": data_label(args.data),
             "order": args.order,
             "drift_model": result.drift_model,
             "power_law_largest_std_error": result.power_law_error,

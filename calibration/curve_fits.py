@@ -12,7 +12,6 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from calibration.schema import ReadNoise, SchemaError
-from crossbar.engine import one_blas_thread
 
 MIN_CELLS_PER_LEVEL = 20  # levels with fewer reads are too noisy to fit and are left out (and reported)
 T0_CANDIDATES = 41  # power-law t0 grid, log-spaced
@@ -82,12 +81,11 @@ def _per_cell_nu(log_ratio: np.ndarray, measured: np.ndarray, log_time: np.ndarr
 def _best_t0(log_ratio: np.ndarray, measured: np.ndarray, time: np.ndarray, candidates: np.ndarray) -> float:
     """The t0 (s) of ``candidates`` (C,) whose per-cell least-squares fits leave the least residual sum of
     squares over all cells: per cell rss = S_yy - S_xy^2 / S_xx with x = log((t + t0) / (t_first + t0)), all
-    candidates at once from two (N, T-1) x (T-1, C) products. ``log_ratio``, ``measured`` (N, T-1) as
+    candidates at once from two (N, T-1) x (T-1, C) products (BLAS). ``log_ratio``, ``measured`` (N, T-1) as
     ``_per_cell_nu``; ``time`` (T,) s. The first of equal minima is kept."""
     x = np.log((time[1:, None] + candidates[None, :]) / (time[0] + candidates[None, :]))  # (T-1, C)
-    with one_blas_thread():
-        sxy = log_ratio @ x  # log_ratio is 0 where not measured
-        sxx = measured.astype(np.float64) @ (x * x)
+    sxy = log_ratio @ x  # log_ratio is 0 where not measured
+    sxx = measured.astype(np.float64) @ (x * x)
     explained = np.sum(np.divide(sxy * sxy, sxx, out=np.zeros_like(sxx), where=sxx > 0), axis=0)
     return float(candidates[int(np.argmax(explained))])  # least rss = sum S_yy - explained
 
