@@ -30,32 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIAN_TARGET, LEVEL_TARGET = 0.05, 0.15  # the issue's: median |error| per time, and any level's
 
 
-def _print_floor(times: np.ndarray, error: np.ndarray, other_splits: np.ndarray, floor: dict[str, list[float]]) -> None:
-    """Per time: the model's median and largest |error| beside the floor estimates (percent); ``other_splits``
-    (seeds, T) the model's median |error| with other split seeds."""
-    rows = [
-        ("model: median |error|", np.nanmedian(error, axis=0)),
-        (f"model: mean of {len(other_splits)} splits", np.mean(other_splits, axis=0)),
-        ("model: least of them", np.min(other_splits, axis=0)),
-        ("model: largest of them", np.max(other_splits, axis=0)),
-        ("floor: analytic", floor["analytic"]),
-        ("floor: bootstrap", floor["bootstrap"]),
-        ("floor: bootstrap 5 %", floor["bootstrap_p5"]),
-        ("floor: bootstrap 95 %", floor["bootstrap_p95"]),
-        ("floor: split-half / sqrt 2", floor["split_half"]),
-        ("split-half raw", floor["split_half_raw"]),
-        (f"P(true model <= {MEDIAN_TARGET:.0%})", floor[f"bootstrap_chance_at_most_{MEDIAN_TARGET:g}"]),
-        ("model: largest |error|", np.nanmax(error, axis=0)),
-        ("true model: largest (boot)", floor["bootstrap_largest_level"]),
-        (f"P(true largest <= {LEVEL_TARGET:.0%})", floor[f"bootstrap_chance_largest_at_most_{LEVEL_TARGET:g}"]),
-    ]
-    print("held-out std error against the noise floor (%; P: chance, from the bootstrap)")
-    print(f"  {'t (s)':<28}" + "".join(f"{t:>8g}" for t in times))
-    for label, values in rows:
-        scale = 1 if label.startswith("P(") else 100
-        print(f"  {label:<28}" + "".join(f"{scale * v:8.{2 if scale == 1 else 1}f}" for v in values))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--order", type=int, default=4)
@@ -87,7 +61,12 @@ def main() -> None:
     stats = result.goodness.measured
     assert np.array_equal(floor.target, stats.target), "the floor is of other levels than the goodness"
     summary = floor.summary(MEDIAN_TARGET, LEVEL_TARGET)
-    _print_floor(stats.time, error, other_splits, summary)
+    splits = (
+        (f"model: mean of {len(other_splits)} splits", np.mean(other_splits, axis=0)),
+        ("model: least of them", np.min(other_splits, axis=0)),
+        ("model: largest of them", np.max(other_splits, axis=0)),
+    )
+    print(goodness.format_floor(result, floor, MEDIAN_TARGET, LEVEL_TARGET, splits))
     scored = result.goodness.fitted_levels.any(axis=1)
     write_json_atomic(
         args.out,

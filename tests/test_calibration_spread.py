@@ -268,3 +268,12 @@ def test_cli_converts_a_folder_and_reports_validation_goodness(tmp_path):
     code, out, err = run_cli("convert", "techc-relaxation", str(TECHB_FOLDER), "-o", str(tmp_path / "c.h5"))
     assert code == 0, err  # the old name is the same importer
     assert digest(tmp_path / "b.h5") == digest(tmp_path / "c.h5")
+    code, out, err = run_cli("calibrate", str(tmp_path / "b.h5"), "-o", str(tmp_path / "b.json"), "--floor")
+    assert code == 0, err
+    rows = {line[:32].strip(): line[32:].split() for line in out.splitlines() if line.startswith("    ")}
+    assert len(rows["floor: bootstrap"]) == len(rows["floor: split-half / sqrt 2"]) == 7  # one per time
+    # the analytic floor of the noise-floor table is the one the goodness table prints (per time, percent)
+    printed = next(line for line in out.splitlines() if line.startswith("  noise floor"))
+    assert [float(v) for v in rows["floor: analytic"]] == pytest.approx(
+        [float(v.strip().rstrip("%")) for v in printed.split("|")[1:]], abs=0.051
+    )
