@@ -21,7 +21,8 @@ drift compensation, output noise 0.04; ``bench_tile_engine.aihwkit_rpu_config``)
 to float, ||y - y_float|| / ||y_float||, mean over chip instances (seeds), for a Linear of fan-in 576, a small
 ResNet, ResNet-18 at 64x64 (not with --quick) and the transformer encoder.
 
-    python benchmarks/bench_operators.py [--quick] [--threads N] [--only stem_224,conv3x3_56] [--out FILE.json]
+    python benchmarks/bench_operators.py [--quick] [--threads N] [--only stem_224,conv3x3_56] [--skip-speed]
+        [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3, help="chip instances for the error table")
     parser.add_argument("--skip-aihwkit", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="the error table alone (part 2)")
     parser.add_argument("--only", help="comma-separated workloads to time (default: all); no error table")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "operators.json")
     return parser.parse_args(argv)
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"--only: unknown workload {sorted(unknown)[0]!r} (choose from {', '.join(chosen)})")
         chosen = {name: chosen[name] for name in args.only.split(",")}
-    speed = {name: speed_and_memory(name, m, x, rounds) for name, (m, x) in chosen.items()}
+    speed = {} if args.skip_speed else {name: speed_and_memory(name, m, x, rounds) for name, (m, x) in chosen.items()}
     errors = {} if args.only else accuracy(min(batch, 8), seeds, not args.skip_aihwkit, args.quick)
     with contextlib.suppress(OSError):
         info["loadavg_end"] = os.getloadavg()

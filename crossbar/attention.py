@@ -18,6 +18,7 @@ tensors and are therefore never taken, so every projection of a compiled transfo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -89,9 +90,9 @@ class TiledMultiheadAttention(nn.MultiheadAttention):
             check_other=False,
         )
         if self.batch_first and is_batched:
-            query, key, value = (t.transpose(1, 0) for t in (query, key, value))
+            query, key, value = _each_once(lambda t: t.transpose(1, 0), query, key, value)
         if not is_batched:
-            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+            query, key, value = _each_once(lambda t: t.unsqueeze(1), query, key, value)
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         tgt_len, bsz, _ = query.shape
@@ -180,6 +181,16 @@ class TiledMultiheadAttention(nn.MultiheadAttention):
         products Q K^T and A V (MACs), the masks, the softmax and the averaging of the returned weights; the
         projections are tiled layers, counted by their own hooks."""
         return dict(self._ops)
+
+
+def _each_once(fn: Callable[[torch.Tensor], torch.Tensor], *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``fn`` of each tensor, once per distinct tensor: a self-attention's query, key and value stay one
+    object, so ``crossbar.estimate`` sees the projections read one activation (converted once by the DACs)."""
+    done: dict[int, torch.Tensor] = {}
+    for t in tensors:
+        if id(t) not in done:
+            done[id(t)] = fn(t)
+    return [done[id(t)] for t in tensors]
 
 
 def _pad_masks(

@@ -195,6 +195,8 @@ class TiledConvTranspose(TiledLinear):
     of whole samples (at least one sample).
     """
 
+    bias_per_vector = False  # added once per output element, after the overlap-add
+
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, *args: object, geometry: ConvGeometry, **kwargs: object
     ) -> None:
@@ -250,6 +252,14 @@ class TiledConvTranspose(TiledLinear):
                 target[(*everything, *where)] += v[(*everything, *offset)]
         y = y[(*everything, *(slice(p, p + o) for p, o in zip(pad, out, strict=True)))]
         return y if self.bias is None else y + self.bias.detach().view(-1, *([1] * n))
+
+    def digital_ops_beyond_tiles(self, x: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        """The overlap-add: every MVM output (one per input position and output (channel, kernel offset)) is
+        added into the output once; then the bias, once per output element. (The buffer traffic of those
+        outputs is counted with the tiles' outputs.)"""
+        contributions = self.vectors(x) * self.out_features
+        bias_adds = output.numel() if self.bias is not None else 0
+        return {"add": float(contributions + bias_adds)}
 
     def reference(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         g = self.geometry

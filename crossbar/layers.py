@@ -78,7 +78,11 @@ class TiledLinear(nn.Module):
     ``seed``) or ``"digital"`` (a DigitalTile with ``digital_weight_bits`` / ``digital_input_bits``, None for
     exact float). ``shared``: a layer with the same weight whose programming this one reuses. ``tile_calls``
     counts the calls that went through the tiles (the tests' guard against fast paths that bypass them).
+    ``bias_per_vector``: the bias is added to each tile output vector (a subclass that adds it after other
+    digital work says False and counts it in ``digital_ops_beyond_tiles``).
     """
+
+    bias_per_vector = True
 
     def __init__(
         self,
@@ -260,6 +264,12 @@ class TiledLinear(nn.Module):
         for tile, xg in zip(self.tiles, self.group_inputs(rows), strict=True):
             if isinstance(tile, AnalogTiles):
                 tile.calibrate(xg.contiguous())
+
+    def digital_ops_beyond_tiles(self, x: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+        """Digital operation counts of a forward on ``x`` (giving ``output``) beyond the tiles' matrix products
+        and the per-vector work ``crossbar.estimate`` counts with them (keys of the ``digital_ops`` protocol,
+        docs/energy.md); nothing for a plain matrix product."""
+        return {}
 
     def kind(self) -> str:
         """The operator, for reports: e.g. ``"Linear"``, ``"Conv2d 3x3/2"``."""

@@ -161,6 +161,25 @@ def test_energy_counts_one_mvm_per_output_position_and_group():
     assert result.layers[0].kind.startswith("Conv2d 3x3/2")
 
 
+def test_energy_counts_the_overlap_add_of_a_transposed_convolution_and_its_bias_once_per_output():
+    """One MVM per input position; every one of its outputs (C_out x kernel offsets) is added into the output
+    once, then the bias once per output element, not once per MVM output."""
+    chip = ChipConfig.preset("default").replace(tile={"rows": 16, "cols": 16})
+    x = torch.randn(2, 4, 5, 3, generator=torch.Generator().manual_seed(1))
+    counts = {}
+    for bias in (False, True):
+        layer = nn.ConvTranspose2d(4, 6, (3, 2), stride=2, bias=bias)
+        compiled = crossbar.compile(nn.Sequential(layer), chip)
+        activity = ActivityCounter(compiled, chip).run((x,))["0"]
+        assert activity.vectors == 2 * 5 * 3
+        counts[bias] = activity.digital["add"]
+    positions, contributions = 2 * 5 * 3, 6 * 3 * 2  # input positions; outputs of one MVM
+    out_elements = 2 * 6 * (2 * 4 + 3) * (2 * 2 + 2)  # batch x C_out x H_out x W_out
+    assert counts[True] - counts[False] == out_elements
+    # 4 inputs: one row block read in one cycle, so the tiles add no partial sums; only the overlap-add adds
+    assert counts[False] == positions * contributions
+
+
 def test_report_counts_tiles_of_every_group_and_names_depthwise_as_digital_by_design():
     model = nn.Sequential(nn.Conv2d(16, 80, 3, groups=2), nn.Conv2d(80, 80, 5, groups=80), nn.Conv3d(4, 4, 1))
     chip = ChipConfig.preset("default").replace(tile={"rows": 64, "cols": 32}, device={"model": "none"})

@@ -331,3 +331,63 @@ def test_capacitive_array_charges_every_cell_of_every_read_column():
         clean_chip(energy={"cell_capacitance": -1e-15})
     with pytest.raises(ConfigError, match="energy.readout: must be one of charge, current"):
         clean_chip(energy={"readout": "voltage"})
+
+
+class TwoHeads(nn.Module):
+    """Two layers reading the same activation (a gated MLP's gate and up projections, or q and k)."""
+
+    def __init__(self, a: nn.Linear, b: nn.Linear) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=-1)
+
+
+def test_an_activation_read_by_two_layers_is_converted_once_like_one_wider_layer():
+    """The DAC codes of an input depend on the input and the DAC settings alone: two layers reading the same
+    activation cost one conversion and two sets of word-line drives, exactly as one layer with both outputs."""
+    from crossbar.energy.counting import ActivityCounter
+
+    chip = clean_chip()
+    weight, x = random_case(rows=300, cols=512, batch=5, seed=4)
+    wide = linear(weight)
+    a, b = nn.Linear(300, 256, bias=False), nn.Linear(300, 256, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(weight[:256])
+        b.weight.copy_(weight[256:])
+    one = ActivityCounter(crossbar.compile(wide, chip), chip).run((x,))["0"]
+    two = ActivityCounter(crossbar.compile(TwoHeads(a, b), chip), chip).run((x,))
+    assert one.dac_actions > 0
+    assert two["a"].dac_actions + two["b"].dac_actions == one.dac_actions
+    assert two["b"].dac_actions == 0  # the second reader reuses the first's codes
+    assert two["a"].row_pulses + two["b"].row_pulses == one.row_pulses
+    # a different activation (x and -x have the same codes' magnitudes but are not the same conversion)
+    apart = ActivityCounter(crossbar.compile(nn.Sequential(a), chip), chip).run((x,))["0"]
+    assert apart.dac_actions == two["a"].dac_actions
+
+
+def test_self_attention_converts_its_input_once_for_q_k_and_v():
+    from crossbar.energy.counting import ActivityCounter
+
+    chip = clean_chip()
+    attention = nn.MultiheadAttention(64, 4, batch_first=True)
+    x = torch.randn(2, 7, 64, generator=torch.Generator().manual_seed(2))
+    memory = torch.randn(2, 7, 64, generator=torch.Generator().manual_seed(3))
+
+    class Self(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attention
+
+        def forward(self, x, memory=None):
+            source = x if memory is None else memory
+            return self.attn(x, source, source, need_weights=False)[0]
+
+    compiled = crossbar.compile(Self(), chip)
+    own = ActivityCounter(compiled, chip).run((x,))
+    cross = ActivityCounter(compiled, chip).run((x, memory))
+    q = own["attn.q_proj"].dac_actions
+    assert q > 0 and own["attn.k_proj"].dac_actions == own["attn.v_proj"].dac_actions == 0
+    assert cross["attn.q_proj"].dac_actions == q  # the query converted alone
+    assert cross["attn.k_proj"].dac_actions > 0 and cross["attn.v_proj"].dac_actions == 0  # memory once

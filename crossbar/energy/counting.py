@@ -78,9 +78,14 @@ def _popcount(codes: np.ndarray, bits: int) -> np.ndarray:
     return sum(((ints >> k) & 1) for k in range(bits)).astype(np.float64)
 
 
-def _count_analog(activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bias: bool, first_group: bool) -> None:
+def _count_analog(
+    activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bias: bool, first_group: bool, converted: bool
+) -> None:
     """One group's tiles over input vectors x2d (n, in of the group): one MVM per vector. The groups of a
-    layer sit on their own tiles and read in parallel: only the first counts the vectors (the reads in time)."""
+    layer sit on their own tiles and read in parallel: only the first counts the vectors (the reads in time).
+    ``converted``: these inputs were already converted, with the same codes, for another layer of the same
+    forward (``ActivityCounter``): the DAC actions and the buffer read of the input codes are not counted again;
+    the word-line drives of these tiles are."""
     chip, grid = tile.chip, tile.grid
     energy = chip.energy
     if chip.dac.bits is None or chip.adc.bits is None:
@@ -114,7 +119,7 @@ def _count_analog(activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bi
     activity.array_energy += v_read**2 * energy_sum
     activity.vectors += batch if first_group else 0
     activity.cycles, activity.window, activity.dac_bits, activity.adc_bits = cycles, window, dac_bits, chip.adc.bits
-    activity.dac_actions += float(dac_actions)
+    activity.dac_actions += 0.0 if converted else float(dac_actions)
     activity.adc_conversions += float(batch * grid.row_blocks * grid.out_features * cycles)
     activity.macs += float(batch * grid.in_features * grid.out_features)
     outputs = batch * grid.out_features
@@ -126,7 +131,8 @@ def _count_analog(activity: Activity, tile: AnalogTiles, x2d: np.ndarray, has_bi
         }
     )
     in_bytes = math.ceil(chip.dac.bits / 8)
-    activity.memory_bytes += batch * (grid.in_features * in_bytes + grid.out_features * format_bytes(energy))
+    input_bytes = 0 if converted else grid.in_features * in_bytes
+    activity.memory_bytes += batch * (input_bytes + grid.out_features * format_bytes(energy))
     # periphery: every tile column repeats the word-line pulses; registers clock on every cycle of every read
     activity.tile_rows, activity.tile_cols = grid.rows, grid.cols
     activity.row_pulses += float(dac_actions) * grid.col_blocks
@@ -175,6 +181,11 @@ class ActivityCounter:
         self.unpriced: set[str] = set()
         self._names = {module: name or "(model)" for name, module in model.named_modules()}
         self._bar: tqdm | None = None  # the bar of the pass that ``run`` makes
+        # Inputs the DACs converted in this pass: (input tensor id, DAC settings) -> the tensor, kept alive so
+        # that its id is not reused. A second layer reading the same activation with the same DAC settings (q, k
+        # and v of self-attention; a gated MLP's gate and up projections) gets the same codes: the row DACs
+        # convert once and drive the word lines of every tile column that reads them.
+        self._converted: dict[tuple, torch.Tensor] = {}
 
     def _activity(self, module: nn.Module, placement: str) -> Activity:
         name = self._names[module]
@@ -189,13 +200,16 @@ class ActivityCounter:
             activity = self._activity(module, module.placement)
             activity.kind = module.kind()
             chunks = module.tile_inputs(inputs[0].detach())  # one MVM per vector (per output position)
+            converted = module.placement == "analog" and self._seen(module, inputs[0])
+            has_bias = module.bias is not None and module.bias_per_vector
             for c, chunk in enumerate(chunks):
                 if module.placement == "analog":
                     for g, (tile, xg) in enumerate(zip(module.tiles, module.group_inputs(chunk), strict=True)):
                         xg = np.ascontiguousarray(xg.numpy())
-                        _count_analog(activity, tile, xg, module.bias is not None, first_group=g == 0)
+                        _count_analog(activity, tile, xg, has_bias, first_group=g == 0, converted=converted)
                 else:
                     _count_digital_tile(activity, module, chunk.numpy(), self.value_bytes, read_weights=c == 0)
+            activity.add_digital(module.digital_ops_beyond_tiles(inputs[0], output))
             if self._bar is not None:
                 self._bar.update(1)
         else:
@@ -215,6 +229,17 @@ class ActivityCounter:
             activity.macs += ops.get("mac", 0.0)
         activity.calls += 1
 
+    def _seen(self, module: TiledLinear, x: torch.Tensor) -> bool:
+        """Whether this pass already converted input ``x`` for a layer with the same DAC settings (and records
+        it). The settings: how the layer reads its input (its class and, for a convolution, its geometry:
+        the same patches), width, groups and every group's tile rows, DAC levels and range."""
+        dacs = tuple((t.grid.rows, t.record.dac_levels, t.record.dac_range) for t in module.tiles)
+        reading = (type(module), repr(getattr(module, "geometry", None)), module.in_features, module.groups)
+        key = (id(x), reading, dacs)
+        seen = key in self._converted
+        self._converted[key] = x
+        return seen
+
     def run(self, inputs: tuple, progress: bool | None = None) -> dict[str, Activity]:
         """One forward pass of the model on ``inputs`` (positional arguments), counting everything.
         ``progress``: a bar counting the tiled layers' calls as they are counted (``crossbar.progress``)."""
@@ -226,6 +251,7 @@ class ActivityCounter:
         finally:
             for hook in hooks:
                 hook.remove()
+            self._converted.clear()
         if self.unpriced:
             warnings.warn(
                 "crossbar.estimate: not priced (unknown module types; give them a digital_ops method, "
