@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--irdrop-tiles", type=int, default=4, help="real 256x256 tiles timed with IR drop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "smollm2_chip.json")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=Path(__file__).parent.parent / "docs" / "figures" / "smollm2_drift.png",
+        help="perplexity against drift time, drawn by the chip part",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.tokens, args.window, args.stride = 256, 128, 64
@@ -63,6 +69,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown part {sorted(unknown)[0]!r}; parts are {', '.join(PARTS)}")
     return args
+
+
+def drift_figure(rows: list[dict], float_perplexity: float | None, path: Path) -> None:
+    """Perplexity against drift time: each chip instance a point, the mean over instances a line, the ideal
+    chip and float as horizontal lines (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    from crossbar.fileio import write_figure_atomic
+
+    default = [r for r in rows if r["chip"].startswith("default")]
+    times = sorted({r["t_inference"] for r in default})
+    figure, axes = plt.subplots(figsize=(5.5, 3.8))
+    for r in default:
+        axes.scatter(r["t_inference"], r["perplexity"], color="tab:red", s=14, alpha=0.7)
+    means = [np.mean([r["perplexity"] for r in default if r["t_inference"] == t]) for t in times]
+    axes.plot(times, means, color="tab:red", label=f"default chip, mean of {len(default) // len(times)} instances")
+    for r in rows:
+        if r["chip"] == "ideal":
+            axes.axhline(r["perplexity"], color="tab:blue", ls="--", label="ideal chip")
+    if float_perplexity is not None:
+        axes.axhline(float_perplexity, color="black", ls=":", label="float (Q4_1 dequantized)")
+    axes.set(xscale="log", yscale="log", xlabel="drift time t_inference (s)", ylabel="perplexity (WikiText-2 test)")
+    axes.set_title("SmolLM2-135M on the default chip (ideal wires)", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    write_figure_atomic(figure, path)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per part, in order)
@@ -133,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per p
                 save()
         result["chip"] = rows
         save()
+        drift_figure(rows, result.get("float", {}).get("budget", {}).get("perplexity"), args.figure)
 
     if "energy" in args.parts:
         energy = {}
