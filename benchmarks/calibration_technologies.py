@@ -29,17 +29,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import configure_threads, machine_info, write_json_atomic
+from common import configure_threads, data_label, machine_info, shared_data, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "rram-relaxation"
 SHIPPED_TECHB = ROOT / "tests" / "data" / "rram-relaxation" / "techB"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration_technologies.json"
 
 
 def default_technologies() -> dict[str, Path]:
-    techb = SHARED / "techB" if (SHARED / "techB" / "settings.json").is_file() else SHIPPED_TECHB
-    return {"techC": SHARED / "techC", "techB": techb}
+    shared = shared_data() / "rram-relaxation"
+    techb = shared / "techB" if (shared / "techB" / "settings.json").is_file() else SHIPPED_TECHB
+    return {"techC": shared / "techC", "techB": techb}
 
 
 def quartic_profile(stats: Any, g_max: float, order: int, name: str) -> Any:
@@ -93,9 +93,7 @@ def technology(name: str, folder: Path, order: int, figure: Path) -> dict[str, A
     in_sample = fitting.goodness(quartic_profile(result.stats, data.g_max, order, name), result.stats)
     floor = np.nanmedian(new.noise_floor(), axis=0)
     summary = {
-        "file": str(
-            source.resolve().relative_to(ROOT.parent) if source.resolve().is_relative_to(ROOT.parent) else source
-        ),
+        "file": data_label(source),
         "sha256": fitting.file_sha256(source),
         "g_max_S": data.g_max,
         "cells": int(r.cell.size),

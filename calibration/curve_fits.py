@@ -65,12 +65,9 @@ class PowerLaw:
     excluded: int
 
 
-def _per_cell_nu(
-    log_ratio: np.ndarray, measured: np.ndarray, log_time: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Least-squares nu of every cell, log g(t)/g(t_first) = -nu x(t); the variance of each estimate due to
-    the read-to-read scatter about the line (residual variance / sum x^2; NaN with one point), and the
-    residual sum of squares of all cells."""
+def _per_cell_nu(log_ratio: np.ndarray, measured: np.ndarray, log_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares nu of every cell, log g(t)/g(t_first) = -nu x(t), and the variance of each estimate due
+    to the read-to-read scatter about the line (residual variance / sum x^2; NaN with one point)."""
     x = np.where(measured, log_time[None, :], 0.0)
     sxx = np.sum(x * x, axis=1)
     nu = -np.sum(x * log_ratio, axis=1) / np.where(sxx > 0, sxx, 1.0)
@@ -78,7 +75,19 @@ def _per_cell_nu(
     points = np.sum(measured, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         scatter = np.where(points > 1, residual / (points - 1) / sxx, np.nan)
-    return nu, scatter, float(np.sum(residual))
+    return nu, scatter
+
+
+def _best_t0(log_ratio: np.ndarray, measured: np.ndarray, time: np.ndarray, candidates: np.ndarray) -> float:
+    """The t0 (s) of ``candidates`` (C,) whose per-cell least-squares fits leave the least residual sum of
+    squares over all cells: per cell rss = S_yy - S_xy^2 / S_xx with x = log((t + t0) / (t_first + t0)), all
+    candidates at once from two (N, T-1) x (T-1, C) products (BLAS). ``log_ratio``, ``measured`` (N, T-1) as
+    ``_per_cell_nu``; ``time`` (T,) s. The first of equal minima is kept."""
+    x = np.log((time[1:, None] + candidates[None, :]) / (time[0] + candidates[None, :]))  # (T-1, C)
+    sxy = log_ratio @ x  # log_ratio is 0 where not measured
+    sxx = measured.astype(np.float64) @ (x * x)
+    explained = np.sum(np.divide(sxy * sxy, sxx, out=np.zeros_like(sxx), where=sxx > 0), axis=0)
+    return float(candidates[int(np.argmax(explained))])  # least rss = sum S_yy - explained
 
 
 def fit_power_law(
@@ -87,9 +96,9 @@ def fit_power_law(
     """Per-cell drift exponents from conductance (N, T) S at ``time`` (T,) s, summarised per level.
 
     Reads are relative to each cell's first read (time[0]); t0 is the value on a log grid from time[1] / 10
-    to time[-1] that minimises the residuals. The spread nu_std is corrected for the scatter of the reads about
-    each cell's power law (read noise), which would otherwise widen it. None when fewer than two later times or
-    no positive cell.
+    to time[-1] that minimises the residuals (``_best_t0``). The spread nu_std is corrected for the scatter of
+    the reads about each cell's power law (read noise), which would otherwise widen it. None when fewer than
+    two later times or no positive cell.
     """
     if time.size < 3:
         return None
@@ -100,13 +109,9 @@ def fit_power_law(
     measured = np.isfinite(g[:, 1:])
     with np.errstate(invalid="ignore", divide="ignore"):
         log_ratio = np.where(measured, np.log(g[:, 1:] / g[:, :1]), 0.0)
-    best: tuple[float, float, np.ndarray] | None = None
-    for t0 in np.logspace(np.log10(max(time[1], 1e-9) / 10), np.log10(time[-1]), T0_CANDIDATES):
-        log_time = np.log((time[1:] + t0) / (time[0] + t0))
-        nu, scatter, rss = _per_cell_nu(log_ratio, measured, log_time)
-        if best is None or rss < best[0]:
-            best = (rss, float(t0), nu, scatter)
-    _, t0, nu, scatter = best
+    candidates = np.logspace(np.log10(max(time[1], 1e-9) / 10), np.log10(time[-1]), T0_CANDIDATES)
+    t0 = _best_t0(log_ratio, measured, time, candidates)
+    nu, scatter = _per_cell_nu(log_ratio, measured, np.log((time[1:] + t0) / (time[0] + t0)))
     level = level_of_cell[positive]
     nu_mean, nu_std, cells = [], [], []
     for index in range(level_targets.size):

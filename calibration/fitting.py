@@ -38,6 +38,7 @@ from calibration.levels import LevelStats, assign_levels, level_stats, split_cel
 from calibration.reader import read
 from calibration.schema import SCHEMA_VERSION, Measurements, Relaxation
 from calibration.spread_fit import Selection, can_validate, select, spread_table, without_validation
+from crossbar.engine import one_blas_thread
 from crossbar.profile import DeviceProfile, Polynomials, PowerLawDrift, ReadNoisePolynomial
 
 POWER_LAW_TOLERANCE = 0.15  # largest relative std error of a power law that is still said to hold
@@ -152,7 +153,22 @@ def fit_measurements(
     held_out: bool = True,
 ) -> FitResult:
     """Fit measurements already read (see ``fit``); no goodness of fit. ``held_out``: also fit the fit half
-    alone (``FitResult.validation_profile``, what the goodness of fit scores)."""
+    alone (``FitResult.validation_profile``, what the goodness of fit scores). Its linear algebra is small
+    (least squares over levels, products of cells x times): BLAS runs on one thread (``one_blas_thread``)."""
+    with one_blas_thread():
+        return _fit_measurements(data, name, order, read_window, fitted_from, split_seed, spread_model, held_out)
+
+
+def _fit_measurements(
+    data: Measurements,
+    name: str,
+    order: int,
+    read_window: float,
+    fitted_from: dict | None,
+    split_seed: int,
+    spread_model: str,
+    held_out: bool,
+) -> FitResult:
     base = {
         "name": name,
         "technology": data.technology,

@@ -8,6 +8,7 @@ import numpy as np
 
 from calibration.curve_fits import MIN_CELLS_PER_LEVEL
 from calibration.fitting import FitResult
+from calibration.noise_floor import NoiseFloor
 from calibration.schema import Measurements
 from crossbar.fileio import write_figure_atomic
 
@@ -106,6 +107,44 @@ def format_fit(result: FitResult) -> str:
         "  (noise floor: the median |error| a perfect model would show, from the scatter of the measured std "
         "of heavy-tailed reads alone)"
     )
+    return "\n".join(lines)
+
+
+def format_floor(
+    result: FitResult,
+    floor: NoiseFloor,
+    threshold: float = 0.05,
+    level_threshold: float = 0.15,
+    extra: tuple[tuple[str, np.ndarray], ...] = (),
+) -> str:
+    """The held-out std error per time beside the noise floor estimates of ``floor`` (percent): median and
+    largest |error| of the goodness of ``result``, the rows ``extra`` (label, (T,) fractions) after the
+    median, and from the bootstrap the chance that the true std scores a median <= ``threshold`` and no
+    level above ``level_threshold``."""
+    error = np.abs(result.goodness.std_error())
+    summary = floor.summary(threshold, level_threshold)
+    rows = [
+        ("model: median |error|", np.nanmedian(error, axis=0)),
+        *extra,
+        ("floor: analytic", summary["analytic"]),
+        ("floor: bootstrap", summary["bootstrap"]),
+        ("floor: bootstrap 5 %", summary["bootstrap_p5"]),
+        ("floor: bootstrap 95 %", summary["bootstrap_p95"]),
+        ("floor: split-half / sqrt 2", summary["split_half"]),
+        ("split-half raw", summary["split_half_raw"]),
+        (f"P(true std <= {threshold:.0%})", summary[f"bootstrap_chance_at_most_{threshold:g}"]),
+        ("model: largest |error|", np.nanmax(error, axis=0)),
+        ("true std: largest (boot)", summary["bootstrap_largest_level"]),
+        (f"P(true largest <= {level_threshold:.0%})", summary[f"bootstrap_chance_largest_at_most_{level_threshold:g}"]),
+    ]
+    lines = [
+        "  held-out std error against the noise floor, the error the true std itself would score (%; P: chance,",
+        "  from the bootstrap; calibration/noise_floor.py)",
+        f"    {'t (s)':<28}" + "".join(f"{t:>8g}" for t in floor.time),
+    ]
+    for label, values in rows:
+        cells = (f"{v:8.2f}" if label.startswith("P(") else f"{100 * v:8.1f}" for v in values)
+        lines.append(f"    {label:<28}" + "".join(cells))
     return "\n".join(lines)
 
 

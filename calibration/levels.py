@@ -72,17 +72,18 @@ def stats_of_levels(
     deviation = conductance - targets[:, None]
     finite = np.isfinite(deviation)
     value = np.where(finite, deviation, 0.0)
-    levels = level_targets.size
-    count = np.zeros((levels, time.size))
-    total = np.zeros((levels, time.size))
-    np.add.at(count, index, finite)
-    np.add.at(total, index, value)
+    levels, times = level_targets.size, time.size
+    bins = (index[:, None] * times + np.arange(times)).ravel()  # (level, time) of every read, row-major
+
+    def per_level(values: np.ndarray) -> np.ndarray:
+        """Sums of ``values`` (N, T) over the cells of each level, (L, T)."""
+        return np.bincount(bins, weights=values.ravel(), minlength=levels * times).reshape(levels, times)
+
+    count, total = per_level(finite.astype(np.float64)), per_level(value)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
         centred = np.where(finite, deviation - mean[index], 0.0)
-        squares, fourth = np.zeros((levels, time.size)), np.zeros((levels, time.size))
-        np.add.at(squares, index, centred**2)
-        np.add.at(fourth, index, centred**4)
+        squares, fourth = per_level(centred**2), per_level(centred**4)
         std = np.sqrt(squares / (count - 1))
         kurtosis = fourth / count / (squares / count) ** 2
     mean[count < 1] = np.nan

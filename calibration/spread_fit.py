@@ -117,9 +117,13 @@ class Selection:
     mean_errors: list[dict[str, float]] = field(default_factory=list)
 
 
-def _score(curve: Curve, x: np.ndarray, measured: np.ndarray, scale: np.ndarray) -> float:
+def _scores(curves: list[Curve], x: np.ndarray, measured: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(C,) median over the points x (V,) of |curve(x) - measured| / scale (each (V,)), for C curves; a curve
+    that is not finite there scores infinity."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return float(np.median(np.abs(curve(x) - measured) / scale))
+        predicted = np.stack([curve(x) for curve in curves])
+        score = np.median(np.abs(predicted - measured) / scale, axis=1)
+    return np.where(np.isnan(score), np.inf, score)
 
 
 def can_validate(fit: LevelStats, validation: LevelStats) -> bool:
@@ -149,19 +153,18 @@ def select(fit: LevelStats, validation: LevelStats, g_max: float, order: int, sp
     needs ``can_validate``."""
     selection = Selection([], [])
     for k in range(fit.time.size):
-        use_fit, use_val = fitted_levels(fit, k), fitted_levels(validation, k)
+        use_val = fitted_levels(validation, k)
         x = validation.target[use_val] / g_max
         measured_std, measured_mean = validation.std[use_val, k], validation.mean[use_val, k]
-        std_errors, mean_errors = {}, {}
-        for candidate in candidates(int(use_fit.sum()), spread_model):
-            label = candidate.label()
-            std_errors[label] = _score(std_curve(candidate, fit, k, g_max, order), x, measured_std, measured_std)
-            mean_errors[label] = _score(mean_curve(candidate, fit, k, g_max, order), x, measured_mean, measured_std)
-        tried = candidates(int(use_fit.sum()), spread_model)
-        selection.std.append(min(tried, key=lambda c: std_errors[c.label()]))
-        selection.mean.append(min(tried, key=lambda c: mean_errors[c.label()]))
-        selection.std_errors.append(std_errors)
-        selection.mean_errors.append(mean_errors)
+        tried = candidates(int(fitted_levels(fit, k).sum()), spread_model)
+        std_curves = [std_curve(candidate, fit, k, g_max, order) for candidate in tried]
+        mean_curves = [mean_curve(candidate, fit, k, g_max, order) for candidate in tried]
+        std_scores = _scores(std_curves, x, measured_std, measured_std)
+        mean_scores = _scores(mean_curves, x, measured_mean, measured_std)
+        selection.std.append(tried[int(np.argmin(std_scores))])
+        selection.mean.append(tried[int(np.argmin(mean_scores))])
+        selection.std_errors.append({c.label(): float(e) for c, e in zip(tried, std_scores, strict=True)})
+        selection.mean_errors.append({c.label(): float(e) for c, e in zip(tried, mean_scores, strict=True)})
     return selection
 
 
@@ -186,21 +189,21 @@ def _quantiles(
     keep = np.all(stats.count >= MIN_TAIL_CELLS, axis=1) & (stats.target >= grid[0]) & (stats.target <= grid[-1])
     p = np.asarray(PROBABILITIES, dtype=np.float64)
     levels = np.flatnonzero(keep)
-    tables = np.empty((stats.time.size, levels.size, p.size))
-    for k in range(stats.time.size):
-        read = np.isfinite(conductance[:, k]) & keep[index]
-        level, deviation = index[read], conductance[read, k] - targets[read]
-        order = np.lexsort((deviation, level))  # by level, then by deviation
-        ordered = deviation[order]
-        count = stats.count[levels, k].astype(np.int64)
-        start = np.concatenate([[0], np.cumsum(count)[:-1]])
-        position = p[None, :] * (count[:, None] - 1)  # np.quantile's linear rule, per level
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, count[:, None] - 1)
-        values = ordered[start[:, None] + low] + (position - low) * (
-            ordered[start[:, None] + high] - ordered[start[:, None] + low]
-        )
-        tables[k] = (values - stats.mean[levels, k][:, None]) / stats.std[levels, k][:, None]
+    cells = np.flatnonzero(keep[index])
+    cells = cells[np.argsort(index[cells], kind="stable")]
+    row = np.searchsorted(levels, index[cells])  # row of each cell's level in the tables
+    rank = np.arange(cells.size) - np.searchsorted(row, row)  # position of each cell within its level
+    # (T, L, cells of the largest level): each level's deviations at each time, sorted, NaN (not read) last
+    ordered = np.full((stats.time.size, levels.size, int(rank.max(initial=-1)) + 1), np.nan)
+    ordered[:, row, rank] = (conductance[cells] - targets[cells, None]).T
+    ordered.sort(axis=-1)
+    count = stats.count[levels].T.astype(np.int64)[:, :, None]  # (T, L, 1) reads
+    position = p * (count - 1)  # np.quantile's linear rule, per level and time
+    low = np.floor(position).astype(np.int64)
+    at_low = np.take_along_axis(ordered, low, axis=-1)
+    at_high = np.take_along_axis(ordered, np.minimum(low + 1, count - 1), axis=-1)
+    values = at_low + (position - low) * (at_high - at_low)
+    tables = (values - stats.mean[levels].T[:, :, None]) / stats.std[levels].T[:, :, None]
     return stats.target[keep].tolist(), standardise(tables, p).tolist()
 
 

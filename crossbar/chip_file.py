@@ -16,16 +16,25 @@ one, is refused with a ConfigError before anything is unpickled.
 
 The payload is a pickle: load chip files you trust, as with ``torch.load``. The model's classes must be
 importable where it is loaded (e.g. ``transformers`` for a Hugging Face model).
+
+Memory: neither ``save`` nor ``load`` holds the payload in memory. ``save`` streams ``torch.save`` into a
+temporary file beside the target (hashing as it writes) and copies it behind the header in chunks; ``load``
+hashes the payload in chunks and ``torch.load``s the compiled module straight from the file. The programmed
+arrays are stored once each, as raw tensor storages (``AnalogTiles.__getstate__``), so a loaded instance takes
+the memory the compiled one took.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -35,7 +44,8 @@ from crossbar.fileio import write_bytes_atomic
 from crossbar.layers import TiledLinear
 
 MAGIC = b"crossbar chip file\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each programmed array stored once, as a tensor storage (1: numpy pickles, views copied)
+_CHUNK = 16 * 1024 * 1024  # bytes read or copied at a time
 _HEADER_LIMIT = 64 * 1024 * 1024  # bytes: a header line longer than this is not a header
 
 
@@ -43,7 +53,7 @@ def _layers(module: nn.Module) -> dict[str, TiledLinear]:
     return {name: layer for name, layer in module.named_modules() if isinstance(layer, TiledLinear)}
 
 
-def _header(module: nn.Module, payload: memoryview) -> dict[str, Any]:
+def _header(module: nn.Module, payload_bytes: int, payload_sha256: str) -> dict[str, Any]:
     from crossbar import __version__
 
     layers = {
@@ -59,10 +69,35 @@ def _header(module: nn.Module, payload: memoryview) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "crossbar_version": __version__,
         "model_class": f"{type(module).__module__}.{type(module).__qualname__}",
-        "payload_bytes": len(payload),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_bytes": payload_bytes,
+        "payload_sha256": payload_sha256,
         "layers": layers,
     }
+
+
+class _HashingWriter:
+    """A write-only file that hashes (SHA-256) and counts what ``torch.save`` writes through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.sha256, self.bytes = handle, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _chunks(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next ``size`` bytes of ``handle``, ``_CHUNK`` at a time (fewer if the file ends first)."""
+    while size > 0:
+        chunk = handle.read(min(_CHUNK, size))
+        if not chunk:
+            return
+        size -= len(chunk)
+        yield chunk
 
 
 def save(compiled: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
@@ -72,12 +107,18 @@ def save(compiled: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"crossbar.save: {type(compiled).__name__} has no tiled layer; save what crossbar.compile returns"
         )
-    buffer = io.BytesIO()
-    torch.save(compiled, buffer)
-    payload = buffer.getbuffer()
-    header = _header(compiled, payload)
-    line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
-    write_bytes_atomic(path, [MAGIC, line, payload])
+    path = Path(path)
+    fd, payload_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".payload")
+    try:
+        with os.fdopen(fd, "w+b") as payload:
+            writer = _HashingWriter(payload)
+            torch.save(compiled, writer)
+            header = _header(compiled, writer.bytes, writer.sha256.hexdigest())
+            line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+            payload.seek(0)
+            write_bytes_atomic(path, itertools.chain((MAGIC, line), _chunks(payload, writer.bytes)))
+    finally:
+        Path(payload_path).unlink(missing_ok=True)
     return header
 
 
@@ -120,20 +161,24 @@ def load(path: str | os.PathLike) -> nn.Module:
         raise ConfigError(f"{path}: no such file")
     with path.open("rb") as handle:
         header = _read_header(handle, path)
-        payload = handle.read()
-    expected = header.get("payload_bytes")
-    if len(payload) != expected:
-        raise ConfigError(
-            f"{path}: the chip file is truncated or corrupt: {len(payload)} payload bytes, expected {expected}"
-        )
-    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
-        raise ConfigError(f"{path}: the chip file is corrupt: its payload does not match the SHA-256 in its header")
-    try:
-        module = torch.load(io.BytesIO(payload), weights_only=False, map_location="cpu")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"{path}: the saved model ({header.get('model_class')}) needs code not importable here: {exc}"
-        ) from exc
+        start, expected = handle.tell(), header.get("payload_bytes")
+        stored = path.stat().st_size - start
+        if stored != expected:
+            raise ConfigError(
+                f"{path}: the chip file is truncated or corrupt: {stored} payload bytes, expected {expected}"
+            )
+        digest = hashlib.sha256()
+        for chunk in _chunks(handle, stored):
+            digest.update(chunk)
+        if digest.hexdigest() != header.get("payload_sha256"):
+            raise ConfigError(f"{path}: the chip file is corrupt: its payload does not match the SHA-256 in its header")
+        handle.seek(start)
+        try:
+            module = torch.load(handle, weights_only=False, map_location="cpu")
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"{path}: the saved model ({header.get('model_class')}) needs code not importable here: {exc}"
+            ) from exc
     if not isinstance(module, nn.Module) or set(_layers(module)) != set(header.get("layers", {})):
         raise ConfigError(f"{path}: the payload does not hold the compiled model its header describes")
     return module

@@ -102,6 +102,12 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     )
     result.profile.save(args.output)
     print(goodness.format_fit(result))
+    if args.floor and result.validation is not None:
+        from calibration import read
+        from calibration.noise_floor import noise_floor
+
+        split_seed = result.profile.fitted_from["split_seed"]
+        print(goodness.format_floor(result, noise_floor(read(args.measurements).relaxation, split_seed)))
     print(f"wrote {args.output}")
     if args.plot:
         goodness.plot_fit(result, args.plot)
@@ -139,6 +145,11 @@ def _calibration_parsers(commands: argparse._SubParsersAction, common: argparse.
         choices=("auto", "spline", "linear", "polynomial"),
         default="auto",
         help="form of the spread curves (default auto: chosen on the validation half)",
+    )
+    calibrate.add_argument(
+        "--floor",
+        action="store_true",
+        help="also estimate the noise floor of the held-out error from the data (bootstrap, split-half; ~1 s)",
     )
     calibrate.set_defaults(run=cmd_calibrate)
 

@@ -7,7 +7,9 @@ it, so a chip instance depends only on its seed and never disturbs the caller's 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,13 +96,32 @@ def program(targets: np.ndarray, device: DeviceConfig, mapping: MappingConfig, s
     return ProgrammingStream(device, mapping, seed).program(targets)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads held to one while the block runs, then restored.
+
+    aihwkit's noise models are chains of elementwise torch ops on a part's float64 arrays (a few MB): a second
+    thread gains little on them, and when other processes load the cores OpenMP's waiting threads collapse
+    them (measured on 2 busy cores: a 1536 x 576 layer took 7.1 s on two threads against 0.7 s on one). The
+    draws do not depend on the thread count (torch's CPU normal generator is serial).
+    """
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
 class ProgrammingStream:
     """Programs the parts of one chip instance one after another, from one seeded stream of draws.
 
     The first ``program`` call draws exactly what ``program(targets, device, mapping, seed)`` draws; each later
     call continues the stream (aihwkit's draws, torch's generator, whose state is kept here between calls), so
     a layer programmed part by part depends only on its seed and the order of its parts. torch's global
-    generator is left as the caller had it.
+    generator is left as the caller had it. Each part runs on one torch thread (``one_torch_thread``).
     """
 
     def __init__(self, device: DeviceConfig, mapping: MappingConfig, seed: int) -> None:
@@ -114,7 +135,7 @@ class ProgrammingStream:
         """Target conductances (siemens, any shape) -> this part's conductances, the stream's next draws."""
         if self.model is None:
             return ProgrammedConductances(targets.copy(), targets.copy())
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), one_torch_thread():
             torch.set_rng_state(self.state)
             programmed = _sample(self.model, targets, self.t_inference)
             self.state = torch.get_rng_state()

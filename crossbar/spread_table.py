@@ -16,6 +16,11 @@ tables are blended as quantile functions (the blend of two quantile functions is
 standardised again, so std(g) is exactly the interpolated std. Times outside the table are refused; targets
 outside the measured conductance range are refused (``outside = "error"``) or take the statistics of the
 nearest measured edge with a warning (``"clamp"``, the default): never silently.
+
+A target of exactly 0 S is a cell left unprogrammed (reset): the idle device of every differential pair and
+the tile padding when g_min = 0. It is not an extrapolation but a defined state: the lowest one the data
+show, g = max(0, mean(g_lo) + std(g_lo) z) with the offset and spread of the lowest measured conductance
+g_lo about 0 S, under either policy and without a warning.
 """
 
 from __future__ import annotations
@@ -111,9 +116,10 @@ class SpreadTable:
         return _gram(np.asarray(self.quantiles).reshape(-1, p.size), p)
 
     def check_range(self, g_target: np.ndarray) -> None:
-        """Refuse (``outside="error"``) or warn about (``"clamp"``) targets (S) outside the measured grid."""
+        """Refuse (``outside="error"``) or warn about (``"clamp"``) targets (S) outside the measured grid;
+        targets of exactly 0 S (unprogrammed cells, see the module docstring) are neither."""
         lo, hi = self.conductance[0], self.conductance[-1]
-        outside = (g_target < lo * (1 - RANGE_TOLERANCE)) | (g_target > hi * (1 + RANGE_TOLERANCE))
+        outside = (g_target != 0) & ((g_target < lo * (1 - RANGE_TOLERANCE)) | (g_target > hi * (1 + RANGE_TOLERANCE)))
         count = int(np.count_nonzero(outside))
         if not count:
             return
@@ -123,7 +129,11 @@ class SpreadTable:
         )
         if self.outside == "error":
             raise ProfileError(f"spread: {message}")
-        warnings.warn(f"{message}; they take the statistics of the nearest measured conductance", stacklevel=3)
+        warnings.warn(
+            f"{message}; they take the statistics of the nearest measured conductance (targets of exactly 0 S, "
+            "unprogrammed cells, are not counted: they take the lowest's by design)",
+            stacklevel=3,
+        )
 
     def moments(self, g_target: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Mean offset and std (S, shape of ``g_target``) at targets ``g_target`` (S) and time t (s)."""

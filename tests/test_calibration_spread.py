@@ -132,6 +132,34 @@ def test_spread_table_interpolates_and_refuses_or_clamps_outside():
         strict.program(np.array([12e-6]), 0.0, seed=0)  # inside: no warning
 
 
+def test_exact_zero_targets_are_unprogrammed_cells_at_the_lowest_measured_state():
+    """0 S (the idle device of a differential pair, tile padding at g_min = 0) is a reset cell: the offset and
+    spread of the lowest measured conductance about 0 S, clamped at 0, with no warning even when the policy
+    refuses extrapolation; a non-zero target below the range is still refused."""
+    table = SpreadTable(
+        times=[0.0],
+        conductance=[10e-6, 20e-6],
+        mean=[[0.0, 0.0]],
+        std=[[0.1e-6, 0.3e-6]],
+        quantile_levels=[15e-6],
+        probabilities=[0.0, 0.5, 1.0],
+        quantiles=[[[-1.0, 0.0, 3.0]]],
+        outside="error",
+    )
+    profile = DeviceProfile(name="t", technology="synthetic", g_max=G_MAX, spread=table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = profile.program(np.zeros(200000), 0.0, seed=0)
+    # closed form: z = (Q(u) - 0.5) / sd with Q through (0, -1), (0.5, 0), (1, 3) is <= 0 for u <= 0.5 + 0.5 / 6
+    assert np.mean(g == 0) == pytest.approx(0.5 + 0.5 / 6, abs=0.005)
+    sd = np.sqrt(1 / 6 + 3 / 2 - 0.25)
+    assert np.max(g) == pytest.approx(0.1e-6 * (3 - 0.5) / sd, rel=1e-3)  # the largest deviation of 10 uS
+    lowest = profile.program(np.full(200000, 10e-6), 0.0, seed=0)  # same seed, same draws
+    assert g == pytest.approx(np.maximum(lowest - 10e-6, 0.0), abs=1e-18)  # float rounding of 10 uS + d
+    with pytest.raises(ProfileError, match="1 of 2 target conductances lie outside"):
+        profile.program(np.array([0.0, 1e-9]), 0.0, seed=0)
+
+
 def test_profile_versions_round_trip_and_old_profiles_load(synthetic_fit, tmp_path):
     profile = synthetic_fit.profile
     profile.save(tmp_path / "p.json")
@@ -240,3 +268,12 @@ def test_cli_converts_a_folder_and_reports_validation_goodness(tmp_path):
     code, out, err = run_cli("convert", "techc-relaxation", str(TECHB_FOLDER), "-o", str(tmp_path / "c.h5"))
     assert code == 0, err  # the old name is the same importer
     assert digest(tmp_path / "b.h5") == digest(tmp_path / "c.h5")
+    code, out, err = run_cli("calibrate", str(tmp_path / "b.h5"), "-o", str(tmp_path / "b.json"), "--floor")
+    assert code == 0, err
+    rows = {line[:32].strip(): line[32:].split() for line in out.splitlines() if line.startswith("    ")}
+    assert len(rows["floor: bootstrap"]) == len(rows["floor: split-half / sqrt 2"]) == 7  # one per time
+    # the analytic floor of the noise-floor table is the one the goodness table prints (per time, percent)
+    printed = next(line for line in out.splitlines() if line.startswith("  noise floor"))
+    assert [float(v) for v in rows["floor: analytic"]] == pytest.approx(
+        [float(v.strip().rstrip("%")) for v in printed.split("|")[1:]], abs=0.051
+    )

@@ -2,13 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import crossbar
 from crossbar import ChipConfig, ConfigError, TiledLinear
-from crossbar.chip_file import MAGIC, read_header
+from crossbar.chip_file import FORMAT_VERSION, MAGIC, read_header
 
 
 def small_model() -> nn.Module:
@@ -51,6 +52,9 @@ def test_round_trip_is_bit_identical_and_programs_nothing(saved):
                 torch.from_numpy(layer.tile.record.block_weights), torch.from_numpy(original.block_weights)
             )
             assert layer._programmed.version == layer.weight._version  # no reprogramming at the next forward
+            # each programmed array is stored once: the effective weights are a view, not a second copy
+            assert np.shares_memory(layer.tile.weights, layer.tile.block_weights)
+            assert layer.tile.record.block_weights is layer.tile.block_weights
     # a different chip instance of the same model really differs: the equality above is not trivial
     other = crossbar.compile(small_model(), chip_with_everything(), seed=8, calibration_inputs=x)
     with torch.no_grad():
@@ -60,7 +64,7 @@ def test_round_trip_is_bit_identical_and_programs_nothing(saved):
 def test_header_holds_chip_seed_and_versions(saved):
     analog, path, header, _ = saved
     assert read_header(path) == header
-    assert header["format_version"] == 1 and header["crossbar_version"] == crossbar.__version__
+    assert header["format_version"] == FORMAT_VERSION and header["crossbar_version"] == crossbar.__version__
     assert set(header["layers"]) == {"0", "2", "4"}
     for name, entry in header["layers"].items():
         layer = analog.get_submodule(name)
@@ -95,13 +99,18 @@ def test_truncated_corrupt_foreign_and_newer_files_are_refused(saved, tmp_path):
     with pytest.raises(ConfigError, match="not a crossbar chip file"):
         crossbar.load(_rewrite(path, tmp_path / "foreign.pt", lambda d: d[len(MAGIC) :]))
 
-    def newer(data):
-        rest = data[len(MAGIC) :]
-        line, payload = rest.split(b"\n", 1)
-        return MAGIC + json.dumps({**json.loads(line), "format_version": 2}).encode() + b"\n" + payload
+    def version(number):
+        def edit(data):
+            rest = data[len(MAGIC) :]
+            line, payload = rest.split(b"\n", 1)
+            return MAGIC + json.dumps({**json.loads(line), "format_version": number}).encode() + b"\n" + payload
 
-    with pytest.raises(ConfigError, match="format version 2.*reads version 1"):
-        crossbar.load(_rewrite(path, tmp_path / "newer.xbar", newer))
+        return edit
+
+    reads = f"reads version {FORMAT_VERSION}"
+    for other in (FORMAT_VERSION - 1, FORMAT_VERSION + 1):  # version 1 stored numpy pickles: not read any more
+        with pytest.raises(ConfigError, match=f"format version {other}.*{reads}"):
+            crossbar.load(_rewrite(path, tmp_path / f"v{other}.xbar", version(other)))
     with pytest.raises(ConfigError, match="no such file"):
         crossbar.load(tmp_path / "missing.xbar")
     assert path.read_bytes() == original, "loading must never modify the file"
@@ -111,3 +120,16 @@ def test_save_refuses_a_model_with_no_tiles(tmp_path):
     with pytest.raises(ValueError, match="no tiled layer"):
         crossbar.save(small_model(), tmp_path / "float.xbar")
     assert not list(tmp_path.iterdir())
+
+
+def test_chip_file_stores_each_programmed_array_once(tmp_path):
+    """The payload is the float parameters plus each tile's arrays, each stored once (the effective weights are
+    a view of the padded block weights: stored as one more copy, the file would grow by the weights' bytes)."""
+    chip = ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
+    analog = crossbar.compile(nn.Sequential(nn.Linear(600, 300)), chip, seed=3)
+    tile = analog[0].tile
+    arrays = [tile.block_weights, tile.digital_scale, tile.full_scale, tile.row_conductance]
+    stored = sum(p.numel() * p.element_size() for p in analog.parameters()) + sum(a.nbytes for a in arrays)
+    header = crossbar.save(analog, tmp_path / "linear.xbar")
+    assert stored < header["payload_bytes"] < stored + 64 * 1024
+    assert tile.weights.nbytes > 64 * 1024  # a second copy of the weights would not fit in that margin

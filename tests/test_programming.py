@@ -88,3 +88,28 @@ def test_compile_shares_no_tensor_with_the_original_model():
     assert not [n for n, p in compiled.named_parameters() if p.data_ptr() in original]
     for name, p in model.named_parameters():
         torch.testing.assert_close(p, before[name], rtol=0, atol=0)
+
+
+def test_programming_runs_on_one_torch_thread_and_draws_the_same_on_any(monkeypatch):
+    """Each part runs on one torch thread (no OpenMP waiting threads on busy cores); the caller's thread count
+    is restored, and the chip instance does not depend on it. The spy calls the real aihwkit sampling."""
+    import torch
+
+    weight = np.random.default_rng(5).normal(0, 0.1, (40, 70)).astype(np.float32)
+    seen, original, before = [], crossbar.device._sample, torch.get_num_threads()
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(crossbar.device, "_sample", spy)
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            states.append(AnalogTiles(weight, CHIPS["ideal_wires"], seed=4).weights)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    np.testing.assert_array_equal(states[0], states[1])
