@@ -146,41 +146,36 @@ def _merge_lanes(blocks: np.ndarray, map_a: np.ndarray, map_b: np.ndarray, n: in
     acc = np.empty(_LANES)
     for c in range(chunks):
         work[:] = 0.0
-        a, b = blocks[c], blocks[c + chunks]
         for x in range(size):
             for z in range(size):
-                into_a, into_b = work[map_a[x], map_a[z]], work[map_b[x], map_b[z]]
-                from_a, from_b = a[x, z], b[x, z]
+                ax, az, bx, bz = map_a[x], map_a[z], map_b[x], map_b[z]
                 for lane in range(_LANES):
-                    into_a[lane] += from_a[lane]
+                    work[ax, az, lane] += blocks[c, x, z, lane]
                 for lane in range(_LANES):
-                    into_b[lane] += from_b[lane]
+                    work[bx, bz, lane] += blocks[c + chunks, x, z, lane]
         for k in range(s):
-            row = work[k]
             for m in range(k):
-                above = work[m]
-                factor = above[k]
                 for j in range(k, n):
-                    into, by = row[j], above[j]
                     for lane in range(_LANES):
-                        into[lane] -= factor[lane] * by[lane]
+                        work[k, j, lane] -= work[m, k, lane] * work[m, j, lane]
             for lane in range(_LANES):
-                scale[lane] = 1.0 / np.sqrt(row[k, lane])
+                scale[lane] = 1.0 / np.sqrt(work[k, k, lane])
             for j in range(k, n):
-                into = row[j]
                 for lane in range(_LANES):
-                    into[lane] *= scale[lane]
+                    work[k, j, lane] *= scale[lane]
             for j in range(p):
-                y[j, k] = row[s + j]
+                for lane in range(_LANES):
+                    y[j, k, lane] = work[k, s + j, lane]
         for i in range(p):
             for j in range(i, p):
-                acc[:] = work[s + i, s + j]
+                for lane in range(_LANES):
+                    acc[lane] = work[s + i, s + j, lane]
                 for k in range(s):
-                    u, v = y[i, k], y[j, k]
                     for lane in range(_LANES):
-                        acc[lane] -= u[lane] * v[lane]
-                out[c, i, j] = acc
-                out[c, j, i] = acc
+                        acc[lane] -= y[i, k, lane] * y[j, k, lane]
+                for lane in range(_LANES):
+                    out[c, i, j, lane] = acc[lane]
+                    out[c, j, i, lane] = acc[lane]
     return out
 
 
