@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,11 +182,12 @@ class ActivityCounter:
         self.unpriced: set[str] = set()
         self._names = {module: name or "(model)" for name, module in model.named_modules()}
         self._bar: tqdm | None = None  # the bar of the pass that ``run`` makes
-        # Inputs the DACs converted in this pass: (input tensor id, DAC settings) -> the tensor, kept alive so
-        # that its id is not reused. A second layer reading the same activation with the same DAC settings (q, k
-        # and v of self-attention; a gated MLP's gate and up projections) gets the same codes: the row DACs
-        # convert once and drive the word lines of every tile column that reads them.
-        self._converted: dict[tuple, torch.Tensor] = {}
+        # Inputs the DACs converted in this pass: (input tensor id, DAC settings) -> a weak reference to the
+        # tensor (a dead reference means its id may have been reused; no activation is kept alive). A second
+        # layer reading the same activation with the same DAC settings (q, k and v of self-attention; a gated
+        # MLP's gate and up projections) gets the same codes: the row DACs convert once and drive the word
+        # lines of every tile column that reads them.
+        self._converted: dict[tuple, weakref.ref] = {}
 
     def _activity(self, module: nn.Module, placement: str) -> Activity:
         name = self._names[module]
@@ -236,9 +238,9 @@ class ActivityCounter:
         dacs = tuple((t.grid.rows, t.record.dac_levels, t.record.dac_range) for t in module.tiles)
         reading = (type(module), repr(getattr(module, "geometry", None)), module.in_features, module.groups)
         key = (id(x), reading, dacs)
-        seen = key in self._converted
-        self._converted[key] = x
-        return seen
+        before = self._converted.get(key)
+        self._converted[key] = weakref.ref(x)
+        return before is not None and before() is x
 
     def run(self, inputs: tuple, progress: bool | None = None) -> dict[str, Activity]:
         """One forward pass of the model on ``inputs`` (positional arguments), counting everything.
