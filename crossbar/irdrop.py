@@ -29,6 +29,7 @@ drivers' or the amplifiers' own blocks. Cost O(N^3) for an N x N array, in float
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -316,13 +317,64 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     """M (R x C) by nested dissection: O(N^3) for an N x N array instead of the O(N^4) of eliminating it
     row by row. The array sits in an H x W grid of powers of two, its rows at the bottom (next to the
     amplifiers) and its columns at the left (next to the drivers); the padding cells are open (0 S), so
-    their wires end open and carry no current: M is exactly the array's."""
+    their wires end open and carry no current: M is exactly the array's. Which nodes each merge eliminates
+    depends only on the array's shape: ``_plan`` works it out once per shape, and this function does the
+    arithmetic."""
     rows, cols = g.shape
-    grid = _Grid(1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
+    plan = _plan(rows, cols)
+    grid = plan.grid
     padded = np.zeros((grid.height, grid.width))
     padded[grid.height - rows :, :cols] = g
+    sites = _site_laplacians(padded, gw, gb) if plan.lanes is None else _subtrees(padded, gw, gb, *plan.lanes)
+    blocks = list(sites)  # the first level's blocks, row-major over the grid of blocks
+    for level in plan.levels:
+        blocks = [_merge_blocks(blocks[ia], blocks[ib], merge) for ia, ib, merge in level]
+    ia, ib, merge = plan.last
+    return _final_merge(blocks[ia], blocks[ib] if ib >= 0 else np.zeros((0, 0)), merge, plan.final)
+
+
+@dataclass(frozen=True)
+class _Merge:
+    """The index part of one merge of two blocks: each node's role (``_gather``), the s eliminated and the p
+    kept nodes."""
+
+    role_a: np.ndarray
+    role_b: np.ndarray
+    s: int
+    p: int
+
+
+@dataclass(frozen=True)
+class _FinalIndex:
+    """Where the drivers and amplifiers sit in the last merge: their rows d, c of Y and, for each merged
+    block, which drivers and amplifiers it holds (at_d, at_c), their places in it and which of the pairs lie
+    in its stored upper triangle."""
+
+    d: np.ndarray
+    c: np.ndarray
+    blocks: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The elimination order of an array shape: the padded grid, the lane levels' arguments of ``_subtrees``
+    (or None), the merges of every later level as (index of a, index of b, _Merge) into the level below, the
+    last merge (b's index -1 for a single site) and its ``_FinalIndex``."""
+
+    grid: _Grid
+    lanes: tuple | None
+    levels: tuple[tuple[tuple[int, int, _Merge], ...], ...]
+    last: tuple[int, int, _Merge]
+    final: _FinalIndex
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(rows: int, cols: int) -> _Plan:
+    """The ``_Plan`` of an R x C array (cached: the tiles of a chip share a few shapes)."""
+    grid = _Grid(1 << (rows - 1).bit_length(), 1 << (cols - 1).bit_length())
     merges = _lane_levels(grid)
     h = w = 1
+    lanes = None
     if merges:
         maps = []
         for horizontal in merges:
@@ -330,47 +382,71 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
             h, w = (h, 2 * w) if horizontal else (2 * h, w)
         size = max(m[0].size for m in maps)
         maps_a, maps_b = (np.stack([np.pad(m[side], (0, size - m[side].size)) for m in maps]) for side in (0, 1))
-        sites = _subtrees(
-            padded,
-            gw,
-            gb,
-            _lane_order(_Grid(h, w), merges),
-            maps_a,
-            maps_b,
-            np.array([m[2] for m in maps]),
-            np.array([m[3] for m in maps]),
-        )
-    else:
-        sites = _site_laplacians(padded, gw, gb)
+        ns, ss = np.array([m[2] for m in maps]), np.array([m[3] for m in maps])
+        lanes = (_lane_order(_Grid(h, w), merges), maps_a, maps_b, ns, ss)
     per_row = grid.width // w
-    level = {
-        (br, bc): (sites[br * per_row + bc], grid.interface(br * h, bc * w, h, w))
-        for br in range(grid.height // h)
-        for bc in range(per_row)
-    }
+    nodes = [grid.interface(br * h, bc * w, h, w) for br in range(grid.height // h) for bc in range(per_row)]
     drivers = grid.word(np.arange(grid.height - rows, grid.height), -1)
     amplifiers = grid.bit(grid.height, np.arange(cols))
+    everything = (0, 0, grid.height, grid.width)  # in the last merge every driver and amplifier is kept
     if (h, w) == (grid.height, grid.width):  # a single site: only its open ends to eliminate
-        return _final_merge(level[0, 0], (np.zeros((0, 0)), np.zeros(0, np.int64)), grid, drivers, amplifiers)
-    while True:  # LAPACK / BLAS: one merge at a time, open ends eliminated
+        merge, kept = _roles(nodes[0], np.zeros(0, np.int64), grid, everything)
+        return _Plan(grid, lanes, (), (0, -1, merge), _final_index(kept, (nodes[0],), drivers, amplifiers))
+    levels = []
+    while True:
         horizontal = _next_merge(h, w, grid)
         nh, nw = (h, 2 * w) if horizontal else (2 * h, w)
+        columns = grid.width // w  # blocks per row of the level below
         if (nh, nw) == (grid.height, grid.width):
-            return _final_merge(level[0, 0], level[(0, 1) if horizontal else (1, 0)], grid, drivers, amplifiers)
-        level = {
-            (br, bc): _merge_blocks(
-                level[(br, 2 * bc) if horizontal else (2 * br, bc)],
-                level[(br, 2 * bc + 1) if horizontal else (2 * br + 1, bc)],
-                grid,
-                (br * nh, bc * nw, nh, nw),
-            )
-            for br in range(grid.height // nh)
-            for bc in range(grid.width // nw)
-        }
-        h, w = nh, nw
+            ib = 1 if horizontal else columns
+            merge, kept = _roles(nodes[0], nodes[ib], grid, everything)
+            final = _final_index(kept, (nodes[0], nodes[ib]), drivers, amplifiers)
+            return _Plan(grid, lanes, tuple(levels), (0, ib, merge), final)
+        level, merged = [], []
+        for br in range(grid.height // nh):
+            for bc in range(grid.width // nw):
+                ia = br * columns + 2 * bc if horizontal else 2 * br * columns + bc
+                ib = ia + 1 if horizontal else ia + columns
+                merge, kept = _roles(nodes[ia], nodes[ib], grid, (br * nh, bc * nw, nh, nw))
+                level.append((ia, ib, merge))
+                merged.append(kept)
+        levels.append(tuple(level))
+        nodes, h, w = merged, nh, nw
 
 
-_Block = tuple[np.ndarray, np.ndarray]  # (Schur complement P x P, siemens, its upper triangle; its P nodes)
+def _roles(
+    nodes_a: np.ndarray, nodes_b: np.ndarray, grid: _Grid, region: tuple[int, int, int, int]
+) -> tuple[_Merge, np.ndarray]:
+    """The merge of two blocks (their interface nodes) into ``region`` (i0, j0, h, w): every node that does
+    not connect outside it is eliminated, a node of both counting their sum. Returns the _Merge and the kept
+    nodes (a's, then b's)."""
+    keep_a, keep_b = grid.outside(nodes_a, *region), grid.outside(nodes_b, *region)
+    eliminated = np.union1d(nodes_a[~keep_a], nodes_b[~keep_b])
+    roles = []
+    offset = 0
+    for nodes, keep in ((nodes_a, keep_a), (nodes_b, keep_b)):
+        role = -1 - np.searchsorted(eliminated, nodes)
+        role[keep] = offset + np.arange(np.count_nonzero(keep))
+        offset += np.count_nonzero(keep)
+        roles.append(role)
+    merge = _Merge(roles[0], roles[1], eliminated.size, offset)
+    return merge, np.concatenate([nodes_a[keep_a], nodes_b[keep_b]])
+
+
+def _final_index(
+    kept: np.ndarray, blocks: tuple[np.ndarray, ...], drivers: np.ndarray, amplifiers: np.ndarray
+) -> _FinalIndex:
+    order = np.argsort(kept)
+    d, c = order[np.searchsorted(kept, drivers, sorter=order)], order[np.searchsorted(kept, amplifiers, sorter=order)]
+    parts = []
+    for nodes_block in blocks:
+        order = np.argsort(nodes_block)
+        at_d = np.isin(drivers, nodes_block)
+        at_c = np.isin(amplifiers, nodes_block)
+        rows_in = order[np.searchsorted(nodes_block, drivers[at_d], sorter=order)]
+        cols_in = order[np.searchsorted(nodes_block, amplifiers[at_c], sorter=order)]
+        parts.append((at_d, at_c, rows_in, cols_in, rows_in[:, None] <= cols_in))
+    return _FinalIndex(d, c, tuple(parts))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -413,52 +489,33 @@ def _gather(
     return separator, coupling, kept
 
 
-def _eliminate(a: _Block, b: _Block, keep_a: np.ndarray, keep_b: np.ndarray, with_kept: bool):
-    """Eliminate from two blocks every node not kept (keep_a, keep_b: masks over their nodes), a node of both
-    counting their sum. Returns (Y, K, kept nodes): Y = L^-1 C (s x p, Fortran order) with X = L L^T the
-    eliminated block and C its coupling to the p kept nodes (a's, then b's), K the upper triangle of their
-    block (p x p, if with_kept): what was kept becomes K - Y^T Y."""
-    (schur_a, nodes_a), (schur_b, nodes_b) = a, b
-    eliminated = np.union1d(nodes_a[~keep_a], nodes_b[~keep_b])
-    roles = []
-    offset = 0
-    for nodes, keep in ((nodes_a, keep_a), (nodes_b, keep_b)):
-        role = -1 - np.searchsorted(eliminated, nodes)
-        role[keep] = offset + np.arange(np.count_nonzero(keep))
-        offset += np.count_nonzero(keep)
-        roles.append(role)
-    separator, coupling, kept = _gather(schur_a, roles[0], schur_b, roles[1], eliminated.size, offset, with_kept)
+def _eliminate(schur_a: np.ndarray, schur_b: np.ndarray, merge: _Merge, with_kept: bool):
+    """Eliminate a merge's nodes from two blocks' Schur complements (upper triangles). Returns (Y, K): Y = L^-1 C
+    (s x p, Fortran order) with X = L L^T the eliminated block and C its coupling to the p kept nodes (a's,
+    then b's), K the upper triangle of their block (p x p, if with_kept): what was kept becomes K - Y^T Y."""
+    separator, coupling, kept = _gather(schur_a, merge.role_a, schur_b, merge.role_b, merge.s, merge.p, with_kept)
     factor, info = scipy.linalg.lapack.dpotrf(separator, lower=1, overwrite_a=1, clean=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"irdrop: separator block not positive definite (info {info})")
     # Y^T = C^T L^-T: C^T is the Fortran-ordered view of the C-ordered C
     y = scipy.linalg.blas.dtrsm(1.0, factor, coupling.T, side=1, lower=1, trans_a=1, overwrite_b=1)
-    return y, kept, np.concatenate([nodes_a[keep_a], nodes_b[keep_b]])
+    return y, kept
 
 
-def _merge_blocks(a: _Block, b: _Block, grid: _Grid, region: tuple[int, int, int, int]) -> _Block:
-    """Merge two blocks into the block of ``region`` (i0, j0, h, w): every node that does not connect outside
-    it is eliminated. Returns its Schur complement (upper triangle) on the kept nodes, a's then b's."""
-    y, kept, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), True)
+def _merge_blocks(schur_a: np.ndarray, schur_b: np.ndarray, merge: _Merge) -> np.ndarray:
+    """Two blocks merged: the Schur complement (upper triangle) on the merge's kept nodes, a's then b's."""
+    y, kept = _eliminate(schur_a, schur_b, merge, True)
     kept = scipy.linalg.blas.dsyrk(-1.0, y, beta=1.0, c=kept.T, lower=1, overwrite_c=1)
-    return kept.T, nodes  # the lower triangle of the Fortran-ordered result: the upper one of its transpose
+    return kept.T  # the lower triangle of the Fortran-ordered result: the upper one of its transpose
 
 
-def _final_merge(a: _Block, b: _Block, grid: _Grid, drivers: np.ndarray, amplifiers: np.ndarray) -> np.ndarray:
+def _final_merge(schur_a: np.ndarray, schur_b: np.ndarray, merge: _Merge, index: _FinalIndex) -> np.ndarray:
     """The last merge, onto the drivers and amplifiers: only their coupling is formed, M = -(K - Y^T Y) on
     (drivers x amplifiers), R x C (the drivers' and the amplifiers' own blocks are never needed)."""
-    region = (0, 0, grid.height, grid.width)  # every driver and amplifier is kept, the padding's too
-    y, _, nodes = _eliminate(a, b, grid.outside(a[1], *region), grid.outside(b[1], *region), False)
-    order = np.argsort(nodes)
-    d, c = order[np.searchsorted(nodes, drivers, sorter=order)], order[np.searchsorted(nodes, amplifiers, sorter=order)]
-    m = scipy.linalg.blas.dgemm(1.0, y[d], y[c], trans_b=1)
-    for schur, nodes_block in (a, b):
-        order = np.argsort(nodes_block)
-        at_d = np.isin(drivers, nodes_block)
-        at_c = np.isin(amplifiers, nodes_block)
-        rows_in = order[np.searchsorted(nodes_block, drivers[at_d], sorter=order)]
-        cols_in = order[np.searchsorted(nodes_block, amplifiers[at_c], sorter=order)]
-        upper = rows_in[:, None] <= cols_in
+    y, _ = _eliminate(schur_a, schur_b, merge, False)
+    m = scipy.linalg.blas.dgemm(1.0, y[index.d], y[index.c], trans_b=1)
+    # (a single site's last merge has no block b: one entry in index.blocks)
+    for schur, (at_d, at_c, rows_in, cols_in, upper) in zip((schur_a, schur_b), index.blocks, strict=False):
         m[np.ix_(at_d, at_c)] -= np.where(upper, schur[np.ix_(rows_in, cols_in)], schur[np.ix_(cols_in, rows_in)].T)
     return np.asarray(m)
 
