@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import statistics
 import sys
@@ -66,14 +65,11 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def peak_memory(fn: Callable[[], Any]) -> int:
     """Peak resident memory above the level before the call, bytes (sampled every 2 ms)."""
-    _trim()
+    from crossbar.heap import return_freed_memory
+
+    return_freed_memory()
     base = peak = _rss_bytes()
     done = threading.Event()
 

@@ -21,7 +21,6 @@ system by glibc ``malloc_trim`` first, then ``/proc/self/clear_refs`` resets the
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import statistics
@@ -61,9 +60,9 @@ def _kib(field: str) -> int | None:
 def peak_memory(call: Callable[[], object]) -> float | None:
     """Peak resident memory of one call above the resident memory before it, bytes (None off Linux)."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed memory back to the system: RSS = live memory
-    except (OSError, AttributeError):
+    from crossbar.heap import return_freed_memory
+
+    if not return_freed_memory():  # freed memory back to the system: RSS = live memory
         return None
     try:
         with open("/proc/self/clear_refs", "w") as handle:
