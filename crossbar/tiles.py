@@ -14,12 +14,14 @@ analog one through the simulated hardware. Gradients are not handled here (see `
 
 from __future__ import annotations
 
+import collections
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from crossbar import device, irdrop
 from crossbar import progress as progress_bars
@@ -153,7 +155,7 @@ class AnalogTiles:
 
     def _program(self, crossbar_matrix: np.ndarray) -> None:
         """Program the layer part by part (``_parts``), each from the next draws of one seeded stream, and
-        keep only what the forward pass and the energy model read: at most one part's float64 conductances
+        keep only what the forward pass and the energy model read: at most a few parts' float64 conductances
         exist at a time, so the transient memory is a few MB whatever the layer's size."""
         chip = self.chip
         stream = device.ProgrammingStream(chip.device, chip.mapping, self.seed)
@@ -168,48 +170,89 @@ class AnalogTiles:
     def _program_parts(
         self, crossbar_matrix: np.ndarray, stream: device.ProgrammingStream, pool: ThreadPoolExecutor | None
     ) -> None:
+        """Program every part in order and store what it realises (``_store_part``).
+
+        With IR drop the parts overlap: while the pool's threads solve one part's arrays (``_solve_ir_drop``),
+        this thread programs the next part (aihwkit, one torch thread) and queues its arrays behind them, so
+        the cores do not wait for programming. Parts are programmed and stored in order, so the draws and
+        every sum are those of programming them one after another."""
         chip, grid = self.chip, self.grid
         self.block_weights = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
         self.digital_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
         self.full_scale = np.empty((grid.row_blocks, grid.out_features), dtype=np.float32)
-        row_conductance = np.zeros((grid.row_blocks, grid.rows))
-        cell_variance = None
+        self.row_conductance = np.zeros((grid.row_blocks, grid.rows))
+        self.cell_variance = None
         if chip.read_noise.cell_std > 0:
-            cell_variance = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
-        for r, blocks in self._parts():
-            rows = grid.row_slice(r)
-            columns = slice(blocks.start * grid.cols, min(blocks.stop * grid.cols, grid.out_features))
-            part = TileGrid(rows.stop - rows.start, columns.stop - columns.start, grid.rows, grid.cols)
-            tiled = part.pad(np.asarray(crossbar_matrix[rows, columns], dtype=np.float64))
-            scales = weight_scales(tiled, chip.mapping)
-            normalised = tiled / scales
-            conductances = stream.program(conductance_targets(normalised, chip.mapping))
-            read = conductances.at_inference
-            if not chip.wires.ideal:
-                read = self._with_ir_drop(read, part, pool)
-            # Padding cells are not on the computed path: zero them so no statistic counts them.
-            used = part.pad(np.ones((part.in_features, part.out_features)))
-            realised = effective_weights(read, chip.mapping) * used
-            # Energy (crossbar.energy): conductance each word line drives, summed over its devices and columns.
-            row_conductance[r] += np.sum(conductances.at_inference * used, axis=(0, 3, 4)).reshape(-1)
-            gain = np.ones_like(scales)
-            if chip.device.drift_compensation and chip.device.model != "none":
-                gain = self._drift_compensation(normalised, realised)
-            digital_scale = scales * gain
-            self.block_weights[r, :, columns] = _row_blocks(realised, part)[0]
-            self.digital_scale[r, columns] = part.per_tile_column(digital_scale)[0]
-            if chip.adc.mode == "weights":
-                full_scale = chip.adc.weights_fraction * np.sum(np.abs(realised), axis=1, keepdims=True)
-            else:
-                full_scale = np.full_like(scales, chip.adc.full_scale)
-            self.full_scale[r, columns] = part.per_tile_column(np.maximum(full_scale, 1e-12))[0]
-            if cell_variance is not None:
-                per_cell = chip.read_noise.cell_std**2 * np.sum(conductances.at_inference**2, axis=0)
-                per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
-                cell_variance[r, :, columns] = _row_blocks(per_cell * used, part)[0]
+            self.cell_variance = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
+        parts = self._parts()
+        arrays = (
+            0 if chip.wires.ideal else sum(len(blocks) for _, blocks in parts) * (2 if chip.mapping.differential else 1)
+        )
+        # a bar on a terminal (crossbar.progress): the IR-drop solves are what makes a large compile take minutes
+        bar = progress_bars.bar(total=arrays, desc="IR-drop matrices", unit="array", progress=None if arrays else False)
+        pending: collections.deque = collections.deque()
+        with bar:
+            for r, blocks in parts:
+                rows = grid.row_slice(r)
+                columns = slice(blocks.start * grid.cols, min(blocks.stop * grid.cols, grid.out_features))
+                part = TileGrid(rows.stop - rows.start, columns.stop - columns.start, grid.rows, grid.cols)
+                tiled = part.pad(np.asarray(crossbar_matrix[rows, columns], dtype=np.float64))
+                scales = weight_scales(tiled, chip.mapping)
+                normalised = tiled / scales
+                conductances = stream.program(conductance_targets(normalised, chip.mapping))
+                read = conductances.at_inference
+                solved: list[Future] = []
+                if not chip.wires.ideal:
+                    read, solved = self._solve_ir_drop(read, part, pool, bar)
+                pending.append((r, columns, part, scales, normalised, conductances.at_inference, read, solved))
+                while len(pending) > (1 if pool is not None else 0):
+                    self._store_part(*pending.popleft())
+            while pending:
+                self._store_part(*pending.popleft())
         self.weights = self.block_weights.reshape(-1, grid.out_features)[: grid.in_features]
-        self.row_conductance = row_conductance.reshape(-1)[: grid.in_features]
-        self.cell_variance = None if cell_variance is None else cell_variance.reshape(-1, grid.out_features)
+        self.row_conductance = self.row_conductance.reshape(-1)[: grid.in_features]
+        if self.cell_variance is not None:
+            self.cell_variance = self.cell_variance.reshape(-1, grid.out_features)
+
+    def _store_part(
+        self,
+        r: int,
+        columns: slice,
+        part: TileGrid,
+        scales: np.ndarray,
+        normalised: np.ndarray,
+        at_inference: np.ndarray,
+        read: np.ndarray,
+        solved: list[Future],
+    ) -> None:
+        """Store what one programmed part realises (once its IR-drop solves are done): its effective weights,
+        digital and ADC scales, the conductance its word lines drive and its per-cell read-noise variance.
+
+        ``at_inference``: (k, 1, rows, C, cols) conductances (S) at t_inference; ``read``: the same as the
+        amplifiers see them (the effective conductances with IR drop, filled in by ``solved``)."""
+        chip = self.chip
+        for future in solved:
+            future.result()
+        # Padding cells are not on the computed path: zero them so no statistic counts them.
+        used = part.pad(np.ones((part.in_features, part.out_features)))
+        realised = effective_weights(read, chip.mapping) * used
+        # Energy (crossbar.energy): conductance each word line drives, summed over its devices and columns.
+        self.row_conductance[r] += np.sum(at_inference * used, axis=(0, 3, 4)).reshape(-1)
+        gain = np.ones_like(scales)
+        if chip.device.drift_compensation and chip.device.model != "none":
+            gain = self._drift_compensation(normalised, realised)
+        digital_scale = scales * gain
+        self.block_weights[r, :, columns] = _row_blocks(realised, part)[0]
+        self.digital_scale[r, columns] = part.per_tile_column(digital_scale)[0]
+        if chip.adc.mode == "weights":
+            full_scale = chip.adc.weights_fraction * np.sum(np.abs(realised), axis=1, keepdims=True)
+        else:
+            full_scale = np.full_like(scales, chip.adc.full_scale)
+        self.full_scale[r, columns] = part.per_tile_column(np.maximum(full_scale, 1e-12))[0]
+        if self.cell_variance is not None:
+            per_cell = chip.read_noise.cell_std**2 * np.sum(at_inference**2, axis=0)
+            per_cell = per_cell * conductance_variance_units(chip.mapping) * digital_scale**2
+            self.cell_variance[r, :, columns] = _row_blocks(per_cell * used, part)[0]
 
     def _parts(self) -> list[tuple[int, range]]:
         """The parts a layer is programmed in, in order: (row block, column blocks), each row block's column
@@ -223,10 +266,13 @@ class AnalogTiles:
             for c in range(0, grid.col_blocks, run)
         ]
 
-    def _with_ir_drop(self, conductances: np.ndarray, part: TileGrid, pool: ThreadPoolExecutor | None) -> np.ndarray:
-        """(k, 1, rows, C, cols) cell conductances of one row block's part -> effective conductances M of
-        every array (tile and device), the arrays solved side by side on ``pool``'s threads (each holds BLAS
-        to one thread; the solves release the GIL).
+    def _solve_ir_drop(
+        self, conductances: np.ndarray, part: TileGrid, pool: ThreadPoolExecutor | None, bar: tqdm
+    ) -> tuple[np.ndarray, list[Future]]:
+        """(k, 1, rows, C, cols) cell conductances of one row block's part -> the effective conductances M of
+        every array (tile and device), same shape, and the futures that fill them in: the arrays are solved
+        side by side on ``pool``'s threads (each holds BLAS to one thread; the solves release the GIL), or
+        here when there is no pool (no futures). ``bar`` counts the arrays solved.
 
         A partly used tile holds its weights in the rows next to the sense amplifiers and the columns next to
         the drivers; its unused cells are left unprogrammed (open), so they neither load nor lengthen the
@@ -244,14 +290,16 @@ class AnalogTiles:
 
         def solve(array: tuple[int, slice]) -> None:
             k, used = array
-            solved = irdrop.effective_conductance(cells[k, :used_rows, used], wires.r_wl, wires.r_bl)
-            effective[k, :used_rows, used] = solved
+            effective[k, :used_rows, used] = irdrop.effective_conductance(
+                cells[k, :used_rows, used], wires.r_wl, wires.r_bl
+            )
+            bar.update()
 
-        solved = pool.map(solve, arrays) if pool is not None else map(solve, arrays)
-        # a bar on a terminal (crossbar.progress): these solves are what makes a large compile take minutes
-        for _ in progress_bars.bar(solved, total=len(arrays), desc="IR-drop matrices", unit="array", progress=None):
-            pass
-        return effective.reshape(conductances.shape)
+        if pool is None:
+            for array in arrays:
+                solve(array)
+            return effective.reshape(conductances.shape), []
+        return effective.reshape(conductances.shape), [pool.submit(solve, array) for array in arrays]
 
     @staticmethod
     def _drift_compensation(target: np.ndarray, realised: np.ndarray) -> np.ndarray:

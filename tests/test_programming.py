@@ -113,3 +113,23 @@ def test_programming_runs_on_one_torch_thread_and_draws_the_same_on_any(monkeypa
         torch.set_num_threads(before)
     assert seen and set(seen) == {1}
     np.testing.assert_array_equal(states[0], states[1])
+
+
+def test_parts_solved_for_ir_drop_on_threads_equal_the_parts_one_after_another(monkeypatch):
+    """With IR drop and several torch threads, the next part is programmed while the pool solves the arrays
+    of the one before; the state is bit for bit that of one thread (no pool, parts one after another)."""
+    import torch
+
+    monkeypatch.setattr(crossbar.tiles, "PART_CELLS", 32 * 32)
+    weight = np.random.default_rng(8).normal(0, 0.1, (70, 90)).astype(np.float32)  # 3 x 3 parts
+    before, states = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            tiles = AnalogTiles(weight, CHIPS["cell_noise"], seed=6)
+            assert len(tiles._parts()) == 9
+            states.append([getattr(tiles, name) for name in STATE])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*states, strict=True):
+        np.testing.assert_array_equal(one, two)
