@@ -17,7 +17,8 @@ Phases (each a subprocess of this script, ``--phase``; the parent writes ``--out
   IR-drop solves (``crossbar.irdrop.effective_conductance``) per array, and the whole model's IR-drop compile
   extrapolated from it (arrays x seconds per array + the measured ideal-wire compile);
 - ``irdrop_model``: the whole model compiled on the default chip with IR drop (not in the default phases):
-  wall time, the IR-drop solves' time summed over the ``--threads`` threads compile runs them on, peak memory.
+  wall time, the IR-drop solves' time summed over the ``--threads`` threads compile runs them on, peak memory
+  of compile, then the token budget's perplexity with IR drop (instance 0, t = 1 h).
 
 The float baseline is the publisher's Q4_1 GGUF dequantized to float32 by transformers. Peak memory is the
 process's maximum resident set size (``ru_maxrss``); it includes Python, torch, transformers and the tokenizer
@@ -174,6 +175,9 @@ def run_phase(args: argparse.Namespace) -> dict:  # noqa: C901 (one section per 
         out["programming_seconds"] = programming.seconds
         out["analog_tiles"] = crossbar.report(compiled).to_dict()["analog_tiles"]
         out["threads"] = args.threads
+        if whole:  # the first forwards after compile: the budget's perplexity with IR drop
+            out["peak_rss_after_compile"] = peak_rss_bytes()
+            out["budget"] = score(compiled, budget)
     out["peak_rss"] = peak_rss_bytes()
     return out
 

@@ -124,8 +124,14 @@ def split(batch: int, parts: int) -> list[slice]:
     parts = min(parts, batch // MIN_TASK_ROWS)
     if parts <= 1:
         return [slice(0, batch)]
-    edges = np.linspace(0, batch, parts + 1).round().astype(int)
+    edges = [_round_half_even(batch * k, parts) for k in range(parts + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to the nearest integer, ties to even (as numpy's round), in integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (2 * remainder > denominator or (2 * remainder == denominator and quotient % 2 == 1))
 
 
 # ------------------------------------------------------------------ the periphery kernels (numba, one thread)
