@@ -117,11 +117,11 @@ def test_small_batches_are_bit_identical_for_any_thread_count(cell_std):
     """At most LOOP_ROWS vectors are multiplied by loops in one fixed order, whether one task does every
     output column or each thread a range of them (a layer big enough to be cut)."""
     torch.manual_seed(2)
-    layer = nn.Linear(500, 900)
-    assert LOOP_ROWS * 500 * 900 >= COLUMN_SPLIT_PRODUCTS > 500 * 900  # one vector is not cut, a few are
+    layer = nn.Linear(1000, 900)
+    assert LOOP_ROWS * 1000 * 900 >= COLUMN_SPLIT_PRODUCTS > 1000 * 900  # one vector is not cut, a few are
     chip = crossbar.ChipConfig.preset("default").replace(wires={"r_wl": 0.0, "r_bl": 0.0})
     chip = chip.replace(read_noise={"cell_std": cell_std})
-    x = torch.randn(LOOP_ROWS, 500)
+    x = torch.randn(LOOP_ROWS, 1000)
     threads = torch.get_num_threads()
     outputs = []
     try:
