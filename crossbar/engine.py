@@ -343,7 +343,7 @@ _NOT_FINITE = "analog layer: input contains NaN or inf; the DAC cannot convert i
 LOOP_ROWS = 8
 SMALL_PRODUCTS = 1 << 18
 # A loop batch is cut by output columns into tasks when it has at least this many multiply-adds: a thread
-# hand-off costs 100-170 us on a loaded 2-core VM, which a cut repays only from about 4 M multiply-adds (measured
+# hand-off costs 100-170 us on this project's 2-core VM, which a cut repays only from about 4 M multiply-adds (measured
 # at batch 1 on two threads: 1024 x 1024 249 us cut against 76 us not; 2048 x 2048 581 against 953 us).
 COLUMN_SPLIT_PRODUCTS = 1 << 22
 

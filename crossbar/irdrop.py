@@ -275,8 +275,8 @@ def _vectorized(kernel: numba.core.registry.CPUDispatcher, *args: object) -> obj
     """``kernel(*args)``, compiled on its first call with LLVM's SLP vectorizer on.
 
     numba leaves that pass off unless NUMBA_SLP_VECTORIZE is set before it is imported; it is what turns the
-    lane tuples of ``_merge_lanes`` into vector operations (1.9x on the lane levels, measured on AVX2). It
-    reorders no arithmetic, so the results are the same bits with or without it. numba reads the setting
+    lane tuples of ``_merge_lanes`` into vector operations (the lane levels of a 256 x 256 array: 40 -> 23 ms
+    on AVX2). It reorders no arithmetic, so the results are the same bits with or without it. numba reads the setting
     when it optimises a compiled module, so it is switched on only while this kernel compiles (or loads
     from numba's cache, as compiled then)."""
     if not kernel.signatures:

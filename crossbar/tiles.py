@@ -185,9 +185,7 @@ class AnalogTiles:
         if chip.read_noise.cell_std > 0:
             self.cell_variance = np.zeros((grid.row_blocks, grid.rows, grid.out_features), dtype=np.float32)
         parts = self._parts()
-        arrays = (
-            0 if chip.wires.ideal else sum(len(blocks) for _, blocks in parts) * (2 if chip.mapping.differential else 1)
-        )
+        arrays = 0 if chip.wires.ideal else grid.tiles * (2 if chip.mapping.differential else 1)  # one per device
         # a bar on a terminal (crossbar.progress): the IR-drop solves are what makes a large compile take minutes
         bar = progress_bars.bar(total=arrays, desc="IR-drop matrices", unit="array", progress=None if arrays else False)
         pending: collections.deque = collections.deque()
